@@ -1,0 +1,44 @@
+"""`stream <command>`: dispatches to the module that owns the command.
+
+Each command module exposes `main(argv) -> int` and builds its own argument parser, so a
+command imports only what it needs (`stream stack up` never loads the Kafka client).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+__all__ = ["main"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("stream.app", "run one consumer of the group (config from STREAM_* variables)"),
+    "produce": ("stream.produce", "produce SMS from a JSON-lines file or a synthetic generator"),
+    "dlq": ("stream.dlq", "list or replay the dead-letter topic"),
+    "upstream": ("stream.upstream", "run the reference parse API with settable faults"),
+    "stack": ("stream.stack", "local dev-stack: up, down, status"),
+    "demo": ("stream.demo", "end to end on the local stack: produce, process, show results"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: stream <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] not in COMMANDS:
+        print(f"stream: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    code: int = module.main(args[1:])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Every Prometheus metric of the package, defined in one place.
+
+Stages write to these; nothing inside the package reads them back. Labels are bounded:
+topic names come from configuration, reasons from error classes, never from record data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "API_LATENCY",
+    "API_RESPONSES",
+    "BATCH_CYCLE",
+    "BATCH_SIZE",
+    "COMMITS",
+    "CONSUMER_LAG",
+    "DEAD_LETTERED",
+    "END_TO_END_DELAY",
+    "IN_FLIGHT",
+    "LAST_COMMIT_TIME",
+    "LIMITER_DROPS",
+    "LIMITER_IN_FLIGHT",
+    "LIMITER_LIMIT",
+    "LIMITER_PAUSED",
+    "LIMITER_RATE",
+    "MONGO_WRITE",
+    "PAUSED_PARTITIONS",
+    "PROCESSING_DURATION",
+    "PROCESSING_ERRORS",
+    "RECORDS_CONSUMED",
+    "RETRIED",
+    "STORED",
+]
+
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SLOW_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 900)
+
+RECORDS_CONSUMED = Counter(
+    "stream_records_consumed_total", "Kafka records taken into processing", ["topic"]
+)
+STORED = Counter("stream_sms_stored_total", "SMS documents durably written to MongoDB")
+RETRIED = Counter(
+    "stream_sms_retried_total", "SMS published to a retry topic", ["retry_level"]
+)
+DEAD_LETTERED = Counter(
+    "stream_sms_dead_lettered_total", "SMS published to the dead-letter topic", ["reason"]
+)
+PROCESSING_ERRORS = Counter(
+    "stream_processing_errors_total", "Failed processing attempts by error class", ["reason"]
+)
+API_RESPONSES = Counter(
+    "stream_api_responses_total",
+    "Upstream API responses by status class (2xx, 4xx, 429, 5xx, timeout, error)",
+    ["status_class"],
+)
+COMMITS = Counter("stream_commits_total", "Successful Kafka offset commits")
+
+BATCH_SIZE = Histogram(
+    "stream_batch_size",
+    "Records per micro-batch",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+BATCH_CYCLE = Histogram(
+    "stream_batch_cycle_seconds", "Micro-batch time from fetch to settled", buckets=_SLOW_BUCKETS
+)
+PROCESSING_DURATION = Histogram(
+    "stream_processing_duration_seconds", "Processing time of one SMS", buckets=_FAST_BUCKETS
+)
+API_LATENCY = Histogram(
+    "stream_api_latency_seconds", "Upstream API call latency", buckets=_SLOW_BUCKETS
+)
+MONGO_WRITE = Histogram(
+    "stream_mongo_write_seconds", "Duration of one MongoDB bulk upsert", buckets=_FAST_BUCKETS
+)
+END_TO_END_DELAY = Histogram(
+    "stream_end_to_end_delay_seconds",
+    "From the Kafka record timestamp to the document stored",
+    buckets=_SLOW_BUCKETS,
+)
+
+LIMITER_LIMIT = Gauge("stream_limiter_limit", "Adaptive limiter: current concurrency limit")
+LIMITER_IN_FLIGHT = Gauge("stream_limiter_in_flight", "Adaptive limiter: calls in flight")
+LIMITER_RATE = Gauge("stream_limiter_rate", "Adaptive limiter: successful calls per second")
+LIMITER_DROPS = Counter("stream_limiter_drops_total", "Calls the limiter counted as dropped")
+LIMITER_PAUSED = Gauge(
+    "stream_limiter_paused", "1 while a Retry-After pause holds back new calls"
+)
+IN_FLIGHT = Gauge("stream_in_flight_sms", "SMS fetched but not yet settled")
+CONSUMER_LAG = Gauge(
+    "stream_consumer_lag",
+    "Log end offset minus committed offset, per assigned partition",
+    ["topic", "partition"],
+)
+PAUSED_PARTITIONS = Gauge("stream_paused_partitions", "Assigned partitions currently paused")
+LAST_COMMIT_TIME = Gauge(
+    "stream_last_commit_timestamp_seconds", "Unix time of the last successful offset commit"
+)
