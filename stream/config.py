@@ -53,6 +53,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "STREAM_KAFKA_SSL_CAFILE": ("", "CA bundle for Kafka TLS"),
 }
 
+
 def parse_duration(setting: str, text: str) -> float:
     """Parse `250ms`, `5s`, `5m`, `1h` into seconds."""
     match = _DURATION.match(text)
@@ -142,7 +143,9 @@ class Settings:
         processor = read.choice("STREAM_PROCESSOR", ("builtin", "http"))
         api_url = read.text("STREAM_API_URL")
         if processor == "http" and not re.match(r"^https?://", api_url):
-            raise ConfigError("STREAM_API_URL", "an http(s):// URL is required with the http processor")
+            raise ConfigError(
+                "STREAM_API_URL", "an http(s):// URL is required with the http processor"
+            )
         delays_raw = read.text("STREAM_RETRY_DELAYS")
         delays = tuple(
             parse_duration("STREAM_RETRY_DELAYS", part) for part in delays_raw.split(",") if part
@@ -162,8 +165,14 @@ class Settings:
             mechanism = read.choice(
                 "STREAM_KAFKA_SASL_MECHANISM", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
             )
-        for name in ("STREAM_KAFKA_BOOTSTRAP", "STREAM_TOPIC", "STREAM_GROUP_ID",
-                     "STREAM_MONGO_URL", "STREAM_MONGO_DB", "STREAM_MONGO_COLLECTION"):
+        for name in (
+            "STREAM_KAFKA_BOOTSTRAP",
+            "STREAM_TOPIC",
+            "STREAM_GROUP_ID",
+            "STREAM_MONGO_URL",
+            "STREAM_MONGO_DB",
+            "STREAM_MONGO_COLLECTION",
+        ):
             if not read.text(name):
                 raise ConfigError(name, "must not be empty")
         return cls(

@@ -40,9 +40,7 @@ RECORDS_CONSUMED = Counter(
     "stream_records_consumed_total", "Kafka records taken into processing", ["topic"]
 )
 STORED = Counter("stream_sms_stored_total", "SMS documents durably written to MongoDB")
-RETRIED = Counter(
-    "stream_sms_retried_total", "SMS published to a retry topic", ["retry_level"]
-)
+RETRIED = Counter("stream_sms_retried_total", "SMS published to a retry topic", ["retry_level"])
 DEAD_LETTERED = Counter(
     "stream_sms_dead_lettered_total", "SMS published to the dead-letter topic", ["reason"]
 )
@@ -83,9 +81,7 @@ LIMITER_LIMIT = Gauge("stream_limiter_limit", "Adaptive limiter: current concurr
 LIMITER_IN_FLIGHT = Gauge("stream_limiter_in_flight", "Adaptive limiter: calls in flight")
 LIMITER_RATE = Gauge("stream_limiter_rate", "Adaptive limiter: successful calls per second")
 LIMITER_DROPS = Counter("stream_limiter_drops_total", "Calls the limiter counted as dropped")
-LIMITER_PAUSED = Gauge(
-    "stream_limiter_paused", "1 while a Retry-After pause holds back new calls"
-)
+LIMITER_PAUSED = Gauge("stream_limiter_paused", "1 while a Retry-After pause holds back new calls")
 IN_FLIGHT = Gauge("stream_in_flight_sms", "SMS fetched but not yet settled")
 CONSUMER_LAG = Gauge(
     "stream_consumer_lag",

@@ -13,8 +13,8 @@ __all__ = ["Sms"]
 class Sms:
     """One validated SMS, as decoded from a Kafka record value.
 
-    `raw` keeps the decoded JSON object so the stored document holds every original field,
-    including optional ones this version does not know about.
+    `extra` keeps top-level fields this version does not know about, with keys made
+    storable, so the stored document still holds every original field.
     """
 
     id: str
@@ -23,4 +23,4 @@ class Sms:
     received_at: datetime
     recipient: str | None
     meta: dict[str, Any] | None
-    raw: dict[str, Any]
+    extra: dict[str, Any]

@@ -1,0 +1,128 @@
+"""`stream run`: one member of the consumer group, from start-up to a drained exit.
+
+Resources open in one AsyncExitStack and close in reverse order, so on SIGTERM/SIGINT the
+loop drains and commits first, then the consumer leaves the group, then the producer
+flushes, then MongoDB and the HTTP client close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import time
+from contextlib import AsyncExitStack
+
+from stream import logs, metrics
+from stream.config import Settings
+from stream.consumer import ConsumerLoop
+from stream.errors import ConfigError
+from stream.health import Probes, routes
+from stream.httpserver import HttpServer
+from stream.kafka import ensure_topics, new_consumer, new_producer
+from stream.pipeline import BatchHandler
+from stream.processors import Processor, build_processor
+from stream.routing import Router
+from stream.sink import MongoSink
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 1.0
+MONGO_PING_EVERY = 5
+"""Readiness pings MongoDB every 5 s: often enough for a probe, rare enough to be free."""
+
+
+async def _watch(processor: Processor, sink: MongoSink) -> None:
+    """Publish limiter gauges each second and refresh MongoDB reachability."""
+    tick = 0
+    while True:
+        if processor.limiter is not None:
+            state = processor.limiter.state
+            metrics.LIMITER_LIMIT.set(state.limit)
+            metrics.LIMITER_IN_FLIGHT.set(state.in_flight)
+            metrics.LIMITER_RATE.set(state.rate)
+            paused = state.paused_until is not None and state.paused_until > time.monotonic()
+            metrics.LIMITER_PAUSED.set(1 if paused else 0)
+        if tick % MONGO_PING_EVERY == 0:
+            await sink.ping()
+        tick += 1
+        await asyncio.sleep(WATCH_INTERVAL_S)
+
+
+def _limiter_open(processor: Processor) -> bool:
+    if processor.limiter is None:
+        return True
+    paused_until = processor.limiter.state.paused_until
+    return paused_until is None or paused_until <= time.monotonic()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run one group member until `stop` is set; raises on a bug or an unusable setting."""
+    async with AsyncExitStack() as stack:
+        partitions = await ensure_topics(settings)
+        processor = build_processor(settings)
+        stack.push_async_callback(processor.aclose)
+        sink = MongoSink(settings.mongo_url, settings.mongo_db, settings.mongo_collection)
+        stack.push_async_callback(sink.aclose)
+        producer = new_producer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        consumer = new_consumer(settings)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        loop = ConsumerLoop(
+            settings, consumer, BatchHandler(settings, processor, sink, Router(producer))
+        )
+        probes = Probes(
+            last_iteration=lambda: loop.last_iteration,
+            joined=lambda: loop.joined,
+            mongo_ok=lambda: sink.healthy,
+            limiter_open=lambda: _limiter_open(processor),
+        )
+        server = await stack.enter_async_context(
+            HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
+        )
+        watcher = asyncio.create_task(_watch(processor, sink))
+        stack.callback(watcher.cancel)
+        loop.subscribe()
+        log.info(
+            "started: topic %s (%d partitions), group %s, processor %s, metrics port %d",
+            settings.topic,
+            partitions,
+            settings.group_id,
+            processor.name,
+            server.port,
+            extra={"topic": settings.topic},
+        )
+        await loop.run(stop)
+        log.info("stopped: drained and committed")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="stream run",
+        description="Run one consumer of the group. Configuration comes from STREAM_* "
+        "environment variables (see the README).",
+    )
+    parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"stream run: configuration error: {exc}", flush=True)
+        return 2
+    logs.configure(settings.log_level)
+    log.info("settings: %s", settings.masked())
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            running.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,52 @@
+"""`/metrics`, `/healthz` and `/readyz` on one port.
+
+Liveness asks only "is the loop turning?" (a stuck loop is fixed by a restart); readiness
+asks "can this replica do useful work now?" (group joined, MongoDB answers, the limiter is
+not holding every call back), which a restart would not fix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream.httpserver import Request, Response, Routes, json_response
+
+__all__ = ["LIVENESS_STALL_S", "Probes", "routes"]
+
+LIVENESS_STALL_S = 60.0
+"""An iteration waits at most batch_wait for data or a commit's request timeout (40 s)."""
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Read-only views of the running process, polled by the endpoints."""
+
+    last_iteration: Callable[[], float]
+    joined: Callable[[], bool]
+    mongo_ok: Callable[[], bool]
+    limiter_open: Callable[[], bool]
+
+
+def routes(probes: Probes) -> Routes:
+    async def metrics(_: Request) -> Response:
+        return Response(200, {"content-type": CONTENT_TYPE_LATEST}, generate_latest())
+
+    async def healthz(_: Request) -> Response:
+        stalled_s = time.monotonic() - probes.last_iteration()
+        ok = stalled_s < LIVENESS_STALL_S
+        return json_response({"ok": ok, "loop_stalled_s": round(stalled_s, 3)}, 200 if ok else 503)
+
+    async def readyz(_: Request) -> Response:
+        checks = {
+            "group_joined": probes.joined(),
+            "mongo_reachable": probes.mongo_ok(),
+            "limiter_open": probes.limiter_open(),
+        }
+        ok = all(checks.values())
+        return json_response({"ok": ok, "checks": checks}, 200 if ok else 503)
+
+    return {("GET", "/metrics"): metrics, ("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz}

@@ -1,0 +1,97 @@
+"""Kafka clients configured from settings, and the topics the processor needs.
+
+One place builds the connection options (bootstrap, SASL, TLS) so the consumer, the
+producer and the admin client can never disagree about how to reach the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
+
+from stream.config import Settings
+from stream.errors import StreamError
+
+__all__ = ["DEFAULT_PARTITIONS", "client_options", "ensure_topics", "new_consumer", "new_producer"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTITIONS = 6
+"""Partitions of a main topic we create ourselves: room for six replicas of the group."""
+
+MAX_REPLICATION = 3
+"""Retry and DLQ topics hold records we promised not to lose: replicate like the cluster can."""
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by every Kafka client of the process."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password,
+        }
+    if settings.kafka_security_protocol.endswith("SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    return options
+
+
+def new_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A group member with manual commits: offsets move only when work is settled."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.batch_max,
+    )
+
+
+def new_producer(settings: Settings) -> AIOKafkaProducer:
+    """Retry/DLQ producer: a record is settled only once every in-sync replica has it."""
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+    )
+
+
+async def ensure_topics(settings: Settings) -> int:
+    """Create the main (if missing), retry and DLQ topics; return the main topic's partitions.
+
+    Retry and DLQ topics get as many partitions as the main topic, so every replica of the
+    group has retry work to do when the main topic is spread over all of them.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = min(MAX_REPLICATION, brokers)
+        if settings.topic in existing:
+            (described,) = await admin.describe_topics([settings.topic])
+            partitions = len(described["partitions"])
+        else:
+            partitions = DEFAULT_PARTITIONS
+        wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
+        missing = [NewTopic(t, partitions, replication) for t in wanted if t not in existing]
+        if missing:
+            response = await admin.create_topics(missing)
+            for topic, code, *rest in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise StreamError(f"cannot create topic {topic}: error {code} {rest}")
+            log.info("created topics %s", [t.name for t in missing])
+        return partitions
+    finally:
+        await admin.close()

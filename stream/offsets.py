@@ -1,0 +1,91 @@
+"""Which offsets are safe to commit: only below the first record that is not yet settled.
+
+Records of one partition are tracked in fetch order; settling can happen in any order (a
+fast record may finish before a slow one fetched earlier), but the committable offset only
+moves past a contiguous run of settled records. State lives in one `PartitionOffsets` per
+assignment, so a batch still running after its partition was revoked settles into an
+orphaned object and can never move the new owner's offsets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from aiokafka import TopicPartition
+
+__all__ = ["OffsetTracker", "PartitionOffsets"]
+
+
+class PartitionOffsets:
+    """Offsets of one partition for one assignment: fetched, settled, committed."""
+
+    __slots__ = ("_pending", "_settled", "committed", "next_commit")
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._settled: set[int] = set()
+        self.next_commit: int | None = None
+        self.committed: int | None = None
+
+    def track(self, offsets: Iterable[int]) -> None:
+        """Record fetched offsets; they must arrive in increasing order."""
+        self._pending.extend(offsets)
+
+    def settle(self, offsets: Iterable[int]) -> None:
+        """Mark offsets durable; advance `next_commit` over the settled prefix."""
+        self._settled.update(offsets)
+        pending, settled = self._pending, self._settled
+        while pending and pending[0] in settled:
+            offset = pending.popleft()
+            settled.discard(offset)
+            self.next_commit = offset + 1
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._pending)
+
+
+class OffsetTracker:
+    """Per-partition offsets of the current assignment."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+
+    def partition(self, tp: TopicPartition) -> PartitionOffsets:
+        state = self._partitions.get(tp)
+        if state is None:
+            state = self._partitions[tp] = PartitionOffsets()
+        return state
+
+    def committable(self, tps: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Offsets that moved since the last commit (all partitions, or just `tps`)."""
+        chosen = (
+            self._partitions
+            if tps is None
+            else {tp: self._partitions[tp] for tp in tps if tp in self._partitions}
+        )
+        return {
+            tp: state.next_commit
+            for tp, state in chosen.items()
+            if state.next_commit is not None and state.next_commit != state.committed
+        }
+
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            state = self._partitions.get(tp)
+            if state is not None:
+                state.committed = offset
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop revoked partitions; batches still holding their state settle into the void."""
+        for tp in tps:
+            self._partitions.pop(tp, None)
+
+    @property
+    def unsettled(self) -> int:
+        return sum(state.unsettled for state in self._partitions.values())
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        state = self._partitions.get(tp)
+        return None if state is None else state.committed
