@@ -60,12 +60,19 @@ def _limiter_open(processor: Processor) -> bool:
     return paused_until is None or paused_until <= time.monotonic()
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run one group member until `stop` is set; raises on a bug or an unusable setting."""
+async def serve(
+    settings: Settings, stop: asyncio.Event, processor: Processor | None = None
+) -> None:
+    """Run one group member until `stop` is set; raises on a bug or an unusable setting.
+
+    `processor` replaces the one the settings name (tests inject failures through it); the
+    caller then owns its lifecycle.
+    """
     async with AsyncExitStack() as stack:
         partitions = await ensure_topics(settings)
-        processor = build_processor(settings)
-        stack.push_async_callback(processor.aclose)
+        if processor is None:
+            processor = build_processor(settings)
+            stack.push_async_callback(processor.aclose)
         sink = MongoSink(settings.mongo_url, settings.mongo_db, settings.mongo_collection)
         stack.push_async_callback(sink.aclose)
         producer = new_producer(settings)

@@ -1,0 +1,518 @@
+"""The deployment files agree with the code and with each other.
+
+Pure file checks (PyYAML; no cluster, no Docker):
+
+- the base ConfigMap, and the production ConfigMap with its Secret example, hold exactly
+  the settings of `stream.config.SETTINGS_DOC`; docker-compose names only known settings;
+  all their values pass `Settings.from_env`; the README's Configuration section lists all;
+- probes, Service, ServiceMonitor, PodDisruptionBudget and the KEDA ScaledObject point at
+  the Deployment's pods and its `metrics` port;
+- the topic scripts (Kubernetes Job, compose `topic-init`) create exactly the topics
+  `Settings` derives, and the autoscaler never outgrows the main topic's partitions;
+- the Grafana dashboard queries only series that `stream.metrics` exposes.
+
+The Kubernetes checks run on `_kustomize_build`, a small Python rendering of
+`kustomize build` that knows just what our kustomizations use, for the base and for the
+production overlay. `deploy/local/` belongs to the local stack and is not checked here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+import stream.metrics
+from stream.config import SETTINGS_DOC, Settings, parse_duration
+
+Obj = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+BASE = DEPLOY / "base"
+PRODUCTION = DEPLOY / "overlays" / "production"
+COMPOSE = ROOT / "docker-compose.yml"
+GRAFANA = DEPLOY / "grafana"
+
+# Always secret. STREAM_MONGO_URL joins them wherever it carries credentials (production).
+SECRET_SETTINGS = {"STREAM_API_TOKEN", "STREAM_KAFKA_SASL_PASSWORD"}
+METRICS_PORT = int(SETTINGS_DOC["STREAM_METRICS_PORT"][0])
+
+# Strategic-merge list keys of the built-in kinds our overlay patches; any other kind is a
+# custom resource, which kustomize patches as a JSON merge patch (lists replaced whole).
+_STRATEGIC_KINDS = {"ConfigMap", "Deployment", "Job"}
+_MERGE_KEYS = {
+    "containers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+}
+_CREATE_TOPIC = re.compile(r"^\s*create (\S+) (\d+)\s*$", re.MULTILINE)
+# What PromQL has besides metric names: strings, label matchers, ranges, grouping clauses.
+_PROMQL_NOISE = re.compile(
+    r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]'
+    r"|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
+)
+_PROMQL_NAME = re.compile(r"\b([A-Za-z_:][A-Za-z0-9_:]*)\b(?!\s*\()")
+_PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+
+
+def _load_all(path: Path) -> list[Any]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def _load_one(path: Path) -> Any:
+    (doc,) = _load_all(path)
+    return doc
+
+
+def _merge(base: Any, patch: Any, merge_keys: dict[str, str]) -> Any:
+    """Strategic merge (with `merge_keys`) or JSON merge patch (without): null deletes."""
+    if not (isinstance(base, dict) and isinstance(patch, dict)):
+        return copy.deepcopy(patch)
+    merged = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif key in merge_keys and isinstance(value, list) and key in merged:
+            merged[key] = _merge_list(merged[key], value, merge_keys[key], merge_keys)
+        else:
+            merged[key] = _merge(merged.get(key), value, merge_keys)
+    return merged
+
+
+def _merge_list(
+    base: list[Obj], patch: list[Obj], key: str, merge_keys: dict[str, str]
+) -> list[Obj]:
+    merged = list(base)
+    for item in patch:
+        index = next((i for i, old in enumerate(merged) if old[key] == item[key]), None)
+        if index is None:
+            merged.append(copy.deepcopy(item))
+        else:
+            merged[index] = _merge(merged[index], item, merge_keys)
+    return merged
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    name, sep, tag = image.rpartition(":")
+    return (name, tag) if sep and "/" not in tag else (image, "")
+
+
+def _pod_spec(obj: Obj) -> Obj | None:
+    if obj["kind"] in ("Deployment", "Job"):
+        spec: Obj = obj["spec"]["template"]["spec"]
+        return spec
+    return None
+
+
+def _kustomize_build(directory: Path) -> list[Obj]:
+    """Resources (files and directories), then patches, namespace, images and replicas."""
+    kustomization = _load_one(directory / "kustomization.yaml")
+    objects: list[Obj] = []
+    for entry in kustomization.get("resources", []):
+        path = directory / entry
+        objects += _kustomize_build(path) if path.is_dir() else _load_all(path)
+    for entry in kustomization.get("patches", []):
+        for patch in _load_all(directory / entry["path"]):
+            target = _one(objects, patch["kind"], patch["metadata"]["name"])
+            keys = _MERGE_KEYS if patch["kind"] in _STRATEGIC_KINDS else {}
+            objects[objects.index(target)] = _merge(target, patch, keys)
+    namespace = kustomization.get("namespace")
+    for obj in objects:
+        if namespace and obj["kind"] == "Namespace":
+            obj["metadata"]["name"] = namespace
+        elif namespace:
+            obj["metadata"]["namespace"] = namespace
+        pod = _pod_spec(obj)
+        for container in pod["containers"] if pod else []:
+            name, tag = _split_image(container["image"])
+            for image in kustomization.get("images", []):
+                if image["name"] == name:
+                    new_name, new_tag = image.get("newName", name), image.get("newTag", tag)
+                    container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
+    for entry in kustomization.get("replicas", []):
+        _one(objects, "Deployment", entry["name"])["spec"]["replicas"] = entry["count"]
+    return objects
+
+
+def _one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [
+        obj for obj in objects if obj["kind"] == kind and name in (None, obj["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _container(objects: list[Obj], kind: str) -> Obj:
+    pod = _pod_spec(_one(objects, kind))
+    assert pod is not None
+    container: Obj
+    (container,) = pod["containers"]
+    return container
+
+
+def _created_topics(script: str) -> dict[str, int]:
+    return {topic: int(partitions) for topic, partitions in _CREATE_TOPIC.findall(script)}
+
+
+def _topics(settings: Settings) -> set[str]:
+    return {settings.topic, *settings.retry_topics, settings.dlq_topic}
+
+
+def _secret_examples() -> dict[str, dict[str, str]]:
+    docs = _load_all(PRODUCTION / "secret.example.yaml")
+    return {doc["metadata"]["name"]: doc["stringData"] for doc in docs}
+
+
+def _walk(node: Any) -> Iterator[Obj]:
+    """Every mapping inside `node`, depth first."""
+    if isinstance(node, dict):
+        yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        yield from _walk(child)
+
+
+def _compose() -> Obj:
+    compose: Obj = _load_one(COMPOSE)
+    return compose
+
+
+def _metric_names(expr: str) -> set[str]:
+    names = set(_PROMQL_NAME.findall(_PROMQL_NOISE.sub(" ", expr)))
+    return names - _PROMQL_KEYWORDS
+
+
+def _exposed_series() -> set[str]:
+    """Series names as scraped: prometheus_client adds `_total` to counters itself."""
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    return {
+        family.name + suffix
+        for attribute in stream.metrics.__all__
+        for family in getattr(stream.metrics, attribute).describe()
+        for suffix in suffixes[family.type]
+    }
+
+
+def _canonical(node: Any) -> Any:
+    """`node` with every list sorted, so that merge order does not matter."""
+    if isinstance(node, dict):
+        return {key: _canonical(value) for key, value in node.items()}
+    if isinstance(node, list):
+        items = (_canonical(item) for item in node)
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    return node
+
+
+def _yaml_files() -> list[Path]:
+    files = [
+        path for path in sorted(DEPLOY.rglob("*.y*ml")) if DEPLOY / "local" not in path.parents
+    ]
+    return [*files, COMPOSE]
+
+
+@pytest.fixture(params=[BASE, PRODUCTION], ids=["base", "production"])
+def kustomization(request: pytest.FixtureRequest) -> Path:
+    directory: Path = request.param
+    return directory
+
+
+@pytest.fixture
+def built(kustomization: Path) -> list[Obj]:
+    return _kustomize_build(kustomization)
+
+
+@pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_yaml_file_parses_to_objects(path: Path) -> None:
+    docs = _load_all(path)
+    assert docs
+    assert all(isinstance(doc, dict) for doc in docs)
+
+
+def test_base_configmap_holds_every_setting_but_the_secrets() -> None:
+    data = _one(_load_all(BASE / "configmap.yaml"), "ConfigMap")["data"]
+    assert set(data) == set(SETTINGS_DOC) - SECRET_SETTINGS
+    assert all(isinstance(value, str) for value in data.values()), "ConfigMap values are strings"
+    Settings.from_env(data)
+
+
+def test_production_config_and_secret_together_hold_every_setting() -> None:
+    data = _one(_kustomize_build(PRODUCTION), "ConfigMap", "stream-config")["data"]
+    secret = _secret_examples()["stream-secrets"]
+    assert not set(data) & set(secret)
+    assert set(data) | set(secret) == set(SETTINGS_DOC)
+    assert SECRET_SETTINGS | {"STREAM_MONGO_URL"} <= set(secret)
+    assert all("CHANGE_ME" in value for value in secret.values()), "placeholders only"
+    settings = Settings.from_env({**data, **secret})
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert parse_qs(urlsplit(settings.mongo_url).query)["tls"] == ["true"]
+
+
+def test_production_ca_files_are_mounted_from_the_tls_secret() -> None:
+    objects = _kustomize_build(PRODUCTION)
+    data = _one(objects, "ConfigMap", "stream-config")["data"]
+    examples = _secret_examples()
+    mongo_query = parse_qs(urlsplit(examples["stream-secrets"]["STREAM_MONGO_URL"]).query)
+    kafka_ca = Path(data["STREAM_KAFKA_SSL_CAFILE"])
+    mongo_ca = Path(mongo_query["tlsCAFile"][0])
+    for kind, ca_files in [("Deployment", [kafka_ca, mongo_ca]), ("Job", [kafka_ca])]:
+        pod = _pod_spec(_one(objects, kind))
+        assert pod is not None
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        container = _container(objects, kind)
+        mounts = {Path(m["mountPath"]): m["name"] for m in container["volumeMounts"]}
+        for ca_file in ca_files:
+            assert secrets.get(mounts.get(ca_file.parent, "")) == "stream-tls", (kind, ca_file)
+            assert ca_file.name in examples["stream-tls"]
+
+
+def test_compose_processor_settings_are_known_and_point_at_the_services() -> None:
+    services = _compose()["services"]
+    env = services["processor"]["environment"]
+    assert set(env) <= set(SETTINGS_DOC)
+    assert all(isinstance(value, str) for value in env.values())
+    settings = Settings.from_env(env)
+    assert settings.kafka_bootstrap.split(":")[0] in services
+    assert urlsplit(settings.mongo_url).hostname in services
+    api = urlsplit(settings.api_url)
+    upstream = services["upstream"]["command"]
+    assert api.hostname == "upstream"
+    assert api.port == int(upstream[upstream.index("--port") + 1])
+    assert api.path == "/v1/parse"
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    if "## Configuration" not in text:
+        pytest.skip("README.md has no '## Configuration' section yet")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert [key for key in SETTINGS_DOC if key not in section] == []
+
+
+def test_probes_use_the_metrics_port(built: list[Obj]) -> None:
+    container = _container(built, "Deployment")
+    data = _one(built, "ConfigMap", "stream-config")["data"]
+    (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    assert port["containerPort"] == METRICS_PORT == int(data["STREAM_METRICS_PORT"])
+    for probe, path in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ]:
+        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}
+
+
+def test_service_monitor_budget_and_scaler_target_the_deployment(built: list[Obj]) -> None:
+    deployment = _one(built, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels
+    service = _one(built, "Service")
+    assert service["spec"]["selector"].items() <= pod_labels
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("metrics", METRICS_PORT, "metrics")
+    monitor = _one(built, "ServiceMonitor")
+    service_labels = service["metadata"]["labels"].items()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    budget = _one(built, "PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels
+    assert budget["spec"]["maxUnavailable"] == 1
+    scaler = _one(built, "ScaledObject")
+    assert scaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+
+
+def test_image_name_is_the_same_everywhere() -> None:
+    raw = _one(_load_all(BASE / "deployment.yaml"), "Deployment")
+    (container,) = raw["spec"]["template"]["spec"]["containers"]
+    name = container["image"]
+    kustomize_names = {
+        image["name"]
+        for directory in (BASE, PRODUCTION)
+        for image in _load_one(directory / "kustomization.yaml")["images"]
+    }
+    assert kustomize_names == {name}
+    services = _compose()["services"]
+    assert {_split_image(services[s]["image"])[0] for s in ("processor", "upstream")} == {name}
+    (image,) = _load_one(PRODUCTION / "kustomization.yaml")["images"]
+    built = _container(_kustomize_build(PRODUCTION), "Deployment")["image"]
+    assert built == f"{image['newName']}:{image['newTag']}"
+
+
+def test_topic_scripts_create_the_topics_the_settings_derive() -> None:
+    base = _kustomize_build(BASE)
+    job_script = _container(base, "Job")["args"][0]
+    compose = _compose()["services"]
+    scripts = {
+        "job": (job_script, _one(base, "ConfigMap", "stream-config")["data"]),
+        "compose": (compose["topic-init"]["command"][0], compose["processor"]["environment"]),
+    }
+    for where, (script, env) in scripts.items():
+        created = set(_created_topics(script))
+        assert created == _topics(Settings.from_env(env)) == _topics(Settings()), where
+
+
+def test_autoscaler_stays_within_the_main_topic_partitions(built: list[Obj]) -> None:
+    data = _one(built, "ConfigMap", "stream-config")["data"]
+    partitions = _created_topics(_container(built, "Job")["args"][0])
+    scaler = _one(built, "ScaledObject")["spec"]
+    (trigger,) = scaler["triggers"]
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "kafka"
+    assert metadata["topic"] == data["STREAM_TOPIC"]
+    assert metadata["consumerGroup"] == data["STREAM_GROUP_ID"]
+    assert metadata["bootstrapServers"] == data["STREAM_KAFKA_BOOTSTRAP"]
+    assert 1 <= scaler["minReplicaCount"] <= scaler["maxReplicaCount"]
+    assert scaler["maxReplicaCount"] <= partitions[data["STREAM_TOPIC"]]
+    assert _one(built, "Deployment")["spec"]["replicas"] <= scaler["maxReplicaCount"]
+    if data["STREAM_KAFKA_SECURITY_PROTOCOL"] != "PLAINTEXT":
+        auth = _one(built, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        examples = _secret_examples()
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert ref["key"] in examples[ref["name"]], ref
+
+
+def test_grace_period_outlasts_pre_stop_and_drain(built: list[Obj]) -> None:
+    data = _one(built, "ConfigMap", "stream-config")["data"]
+    drain_s = int(data["STREAM_DRAIN_TIMEOUT_MS"]) / 1000
+    pod = _pod_spec(_one(built, "Deployment"))
+    assert pod is not None
+    sleep, seconds = _container(built, "Deployment")["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > float(seconds) + drain_s
+
+
+def test_compose_stop_grace_period_outlasts_the_drain() -> None:
+    processor = _compose()["services"]["processor"]
+    drain_s = Settings.from_env(processor["environment"]).drain_timeout_s
+    assert parse_duration("stop_grace_period", processor["stop_grace_period"]) > drain_s
+
+
+def test_kustomize_output_is_well_formed(kustomization: Path, built: list[Obj]) -> None:
+    namespace = _load_one(kustomization / "kustomization.yaml")["namespace"]
+    keys = [(obj["kind"], obj["metadata"]["name"]) for obj in built]
+    assert len(keys) == len(set(keys)), "duplicate kind/name"
+    for obj in built:
+        assert obj["apiVersion"]
+        assert obj["metadata"]["name"]
+        if obj["kind"] == "Namespace":
+            assert obj["metadata"]["name"] == namespace
+        else:
+            assert obj["metadata"]["namespace"] == namespace, obj["kind"]
+    config_maps = {name for kind, name in keys if kind == "ConfigMap"}
+    for node in _walk(built):
+        for ref in ("configMapRef", "configMapKeyRef"):
+            if ref in node:
+                assert node[ref]["name"] in config_maps, node
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_python_build_matches_kubectl_kustomize(kustomization: Path, built: list[Obj]) -> None:
+    """Keeps `_kustomize_build` honest wherever the real kustomize is at hand."""
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(kustomization)], check=True, capture_output=True, text=True
+    ).stdout
+    real = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(rendered)}
+    ours = {(o["kind"], o["metadata"]["name"]): o for o in built}
+    assert _canonical(ours) == _canonical(real)
+
+
+def test_production_runs_no_reference_upstream() -> None:
+    objects = _kustomize_build(PRODUCTION)
+    for obj in objects:
+        pod = _pod_spec(obj)
+        for container in pod["containers"] if pod else []:
+            assert "upstream" not in [*container.get("command", []), *container.get("args", [])]
+    settings_env = _one(objects, "ConfigMap", "stream-config")["data"]
+    assert settings_env["STREAM_PROCESSOR"] == "http"
+    assert settings_env["STREAM_API_URL"].startswith("https://")
+
+
+def test_compose_services_start_in_order_and_scale() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            assert dependency in services, (name, dependency)
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], (name, dependency)
+            else:
+                assert spec["condition"] == "service_completed_successfully"
+                assert services[dependency]["restart"] == "no"
+    processor = services["processor"]
+    assert "container_name" not in processor
+    assert "ports" not in processor
+
+
+def test_prometheus_and_grafana_are_wired_to_the_processor() -> None:
+    services = _compose()["services"]
+    (job,) = _load_one(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["processor"]
+    assert discovery["port"] == METRICS_PORT
+    assert services["processor"]["environment"]["STREAM_METRICS_PORT"] == str(METRICS_PORT)
+    mounts = dict(v.removesuffix(":ro").split(":") for v in services["grafana"]["volumes"])
+    assert all((ROOT / source).exists() for source in mounts)
+    provisioning = GRAFANA / "provisioning"
+    (provider,) = _load_one(provisioning / "dashboards" / "stream.yml")["providers"]
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    (source,) = _load_one(provisioning / "datasources" / "prometheus.yml")["datasources"]
+    assert urlsplit(source["url"]).hostname in services
+
+
+def test_dashboard_queries_only_metrics_the_package_exposes() -> None:
+    dashboard = json.loads((GRAFANA / "dashboards" / "stream.json").read_text())
+    datasources = _load_one(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
+    (source,) = datasources["datasources"]
+    exposed = _exposed_series()
+    queried: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == source["uid"], panel["title"]
+            names = _metric_names(target["expr"])
+            assert names, target["expr"]
+            assert names <= exposed, (panel["title"], names - exposed)
+            queried |= names
+    wanted = {
+        "stream_sms_stored_total",
+        "stream_records_consumed_total",
+        "stream_consumer_lag",
+        "stream_limiter_limit",
+        "stream_limiter_in_flight",
+        "stream_sms_retried_total",
+        "stream_sms_dead_lettered_total",
+        "stream_end_to_end_delay_seconds_bucket",
+        "stream_api_latency_seconds_bucket",
+        "stream_mongo_write_seconds_bucket",
+    }
+    assert wanted <= queried
+
+
+def test_dockerfile_builds_in_stages_and_runs_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    instructions = [line.split(maxsplit=1) for line in lines if line and not line.startswith("#")]
+    by_name: dict[str, list[str]] = {}
+    for name, *rest in instructions:
+        by_name.setdefault(name.upper(), []).append(rest[0] if rest else "")
+    assert len(by_name["FROM"]) >= 2
+    user = by_name["USER"][-1].split(":")[0]
+    assert user not in ("root", "0")
+    assert json.loads(by_name["ENTRYPOINT"][-1]) == ["stream"]
+    assert json.loads(by_name["CMD"][-1]) == ["run"]
+    assert by_name["EXPOSE"] == [str(METRICS_PORT)]
+    assert "/healthz" in by_name["HEALTHCHECK"][-1]
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", ".stack"} <= ignored
