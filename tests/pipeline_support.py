@@ -1,0 +1,168 @@
+"""Helpers for tests that run the real pipeline against the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream.app import serve
+from stream.config import Settings
+from stream.errors import PermanentError, TransientError
+from stream.models import Sms
+from stream.processors import Outcome, Processor
+from stream.stack import StackEndpoints
+
+T = TypeVar("T")
+
+BODIES = [
+    "Rs.1,250.00 debited from A/c XX4321 on 28-11-26 to VPA grocer@upi. Avl Bal Rs 9,800.00",
+    "482913 is your OTP for login to NetBanking. Valid for 10 minutes. Do not share.",
+    "Your package with AWB 7845123690 is out for delivery today.",
+    "Hi, are we still on for dinner tonight?",
+]
+
+
+def sms_value(n: int, prefix: str = "sms") -> dict[str, Any]:
+    return {
+        "id": f"{prefix}-{n}",
+        "sender": f"+2547{n:08d}",
+        "body": BODIES[n % len(BODIES)],
+        "received_at": "2026-11-28T10:00:00Z",
+    }
+
+
+def settings_for(
+    stack: StackEndpoints, topic: str, db: str, group: str, **changes: Any
+) -> Settings:
+    """Fast settings for tests: short waits, short retry delays, any free metrics port."""
+    base = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        mongo_url=stack.mongo_url,
+        topic=topic,
+        group_id=group,
+        mongo_db=db,
+        retry_delays_s=(0.3, 0.6),
+        batch_wait_s=0.02,
+        metrics_port=0,
+        drain_timeout_s=5.0,
+    )
+    return base.replace(**changes)
+
+
+async def produce(
+    bootstrap: str, topic: str, values: Sequence[bytes | dict[str, Any]], partition: int | None = None
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for value in values:
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            key = value["sender"].encode() if isinstance(value, dict) else None
+            futures.append(await producer.send(topic, raw, key=key, partition=partition))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of `topic` up to its current end, without a group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    if not tps:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord] = []
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 60.0, what: str = "condition"
+) -> T:
+    """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
+        await asyncio.sleep(0.05)
+
+
+async def committed(admin: Any, group: str, topic: str) -> dict[int, int]:
+    """Committed offsets of `group` on `topic`, by partition."""
+    offsets = await admin.list_consumer_group_offsets(group)
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+@asynccontextmanager
+async def running(settings: Settings, processor: Processor | None = None) -> AsyncIterator[asyncio.Task[None]]:
+    """One consumer of the group in this process; stopped (drained) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, processor))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+
+
+class ScriptedProcessor:
+    """Stands in for an upstream with failures chosen per SMS id (pure logic, no I/O).
+
+    `transient_times[id]` = how many attempts fail transiently before success;
+    `permanent` ids always fail permanently; `held[id]` blocks that SMS until set.
+    """
+
+    name = "scripted"
+    limiter = None
+
+    def __init__(
+        self,
+        transient_times: dict[str, int] | None = None,
+        permanent: set[str] | None = None,
+        held: dict[str, asyncio.Event] | None = None,
+    ) -> None:
+        self.transient_times = dict(transient_times or {})
+        self.permanent = permanent or set()
+        self.held = held or {}
+        self.attempts: dict[str, int] = {}
+
+    async def _one(self, sms: Sms) -> Outcome:
+        self.attempts[sms.id] = self.attempts.get(sms.id, 0) + 1
+        if sms.id in self.held:
+            await self.held[sms.id].wait()
+        if sms.id in self.permanent:
+            return PermanentError("upstream said 422", reason="http_422")
+        if self.transient_times.get(sms.id, 0) >= self.attempts[sms.id]:
+            return TransientError("upstream said 503", reason="http_503")
+        return {"category": "other"}
+
+    async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._one(sms) for sms in batch)))
+
+    async def aclose(self) -> None:
+        return None
