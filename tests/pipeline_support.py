@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +22,7 @@ from stream.errors import PermanentError, TransientError
 from stream.models import Sms
 from stream.processors import Outcome, Processor
 from stream.stack import StackEndpoints
+from stream.stack.process import free_port
 
 T = TypeVar("T")
 
@@ -166,3 +171,54 @@ class ScriptedProcessor:
 
     async def aclose(self) -> None:
         return None
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment that makes `stream run` use `settings` (the subset tests change)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    return env | {
+        "STREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STREAM_TOPIC": settings.topic,
+        "STREAM_GROUP_ID": settings.group_id,
+        "STREAM_MONGO_URL": settings.mongo_url,
+        "STREAM_MONGO_DB": settings.mongo_db,
+        "STREAM_MONGO_COLLECTION": settings.mongo_collection,
+        "STREAM_BATCH_WAIT_MS": str(int(settings.batch_wait_s * 1000)),
+        "STREAM_RETRY_DELAYS": ",".join(f"{int(d * 1000)}ms" for d in settings.retry_delays_s),
+        "STREAM_METRICS_PORT": str(settings.metrics_port),
+        "STREAM_DRAIN_TIMEOUT_MS": str(int(settings.drain_timeout_s * 1000)),
+        "STREAM_LOG_LEVEL": settings.log_level,
+    }
+
+
+class StreamProcess:
+    """`stream run` as a child process with its stdout captured to a file."""
+
+    def __init__(self, settings: Settings, log_path: Any) -> None:
+        self.settings = settings.replace(metrics_port=free_port())
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "run"],
+            env=env_for(self.settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port}"
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+        finally:
+            self._log.close()
+
+    async def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return await self.wait()
