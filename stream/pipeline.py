@@ -108,6 +108,17 @@ class BatchHandler:
         else:
             topic, not_before = self._settings.dlq_topic, None
             metrics.DEAD_LETTERED.labels(error.reason).inc()
+            log.warning(
+                "dead-lettered after %d attempts: %s",
+                attempt,
+                error.reason,
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "reason": error.reason,
+                },
+            )
         return Delivery.failed(
             topic=topic,
             key=record.key,
