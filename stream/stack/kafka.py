@@ -1,0 +1,202 @@
+"""A single-node Apache Kafka broker (KRaft, combined mode) run from Maven Central jars.
+
+The release tarball lives on downloads.apache.org, which CI machines may not reach; the
+broker artifact's runtime dependencies on Maven Central are the same classpath, short of the
+SLF4J binding, which is added at the log4j version Maven resolves.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from stream.errors import StackError
+from stream.stack.process import Proc, file_lock, run_tool, spawn
+
+__all__ = ["KAFKA_VERSION", "MAIN_CLASS", "answers", "find_java", "install", "start"]
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+SCALA_VERSION = "2.13"
+MAIN_CLASS = "kafka.Kafka"
+# Pinned rather than whatever the local Maven's super-POM binds, so the fetch is reproducible.
+_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+# Ample for tests and benchmarks on one node; the broker's default (1 GiB) wastes CI memory.
+_HEAP = "-Xmx512m"
+# One metadata round trip; a broker that is up answers in milliseconds.
+_PROBE_TIMEOUT_MS = 3000
+
+_POM = f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- Throw-away project of `stream stack`: its runtime dependencies are the broker. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.stream</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_{SCALA_VERSION}</artifactId>
+      <version>{KAFKA_VERSION}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """\
+# Written by `stream stack`: the broker logs warnings and errors only.
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = OUT
+"""
+
+
+def install(cache_dir: Path) -> Path:
+    """The broker's lib dir under `cache_dir`, fetched with Maven on first use only.
+
+    A `complete` marker is written last, so an interrupted fetch is redone, not trusted.
+    Raises StackError when `mvn` is missing or the fetch fails.
+    """
+    home = cache_dir / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}"
+    lib, marker = home / "lib", home / "complete"
+    if marker.exists():
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            "mvn not found: the first `stack up` fetches Kafka from Maven Central; install "
+            "Maven 3 (e.g. `apt-get install maven`) or set STREAM_KAFKA_BOOTSTRAP to a broker"
+        )
+    with file_lock(cache_dir / "kafka.lock"):
+        if marker.exists():  # another process fetched it while we waited
+            return lib
+        logger.info("fetching Kafka %s jars with Maven into %s (first run only)",
+                    KAFKA_VERSION, lib)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "pom.xml").write_text(_POM)
+        staging = home / "lib.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(lib, ignore_errors=True)
+        maven = [mvn, "-B", "-q", "-Dstyle.color=never"]
+        run_tool(
+            [*maven, f"{_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
+             f"-DoutputDirectory={staging}"],
+            cwd=home, what=f"fetching Kafka {KAFKA_VERSION} with Maven",
+        )
+        binding = f"org.apache.logging.log4j:log4j-slf4j-impl:{_log4j_version(staging)}"
+        run_tool(
+            [*maven, f"{_DEPENDENCY_PLUGIN}:copy", f"-Dartifact={binding}",
+             f"-DoutputDirectory={staging}"],
+            cwd=home, what="fetching the SLF4J binding with Maven",
+        )
+        staging.rename(lib)
+        marker.write_text("".join(f"{jar.name}\n" for jar in sorted(lib.glob("*.jar"))))
+    return lib
+
+
+def _log4j_version(lib: Path) -> str:
+    cores = sorted(lib.glob("log4j-core-*.jar"))
+    if len(cores) != 1:
+        raise StackError(f"expected one log4j-core jar in {lib}, found {len(cores)}")
+    return cores[0].name.removeprefix("log4j-core-").removesuffix(".jar")
+
+
+def find_java() -> str:
+    """The `java` to run the broker with; StackError naming what to install if missing."""
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(
+            "java not found: the local Kafka broker needs a Java 17+ runtime "
+            "(e.g. `apt-get install openjdk-17-jre-headless`) or set STREAM_KAFKA_BOOTSTRAP"
+        )
+    return java
+
+
+def _server_properties(data: Path, port: int, controller_port: int) -> str:
+    return f"""\
+# Written by `stream stack`: one node that is both broker and controller (static quorum).
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+# A single replica everywhere: there is one broker.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Internal topics are created on first use (the first group join); 50 partitions each
+# would make that first join of a test run take seconds.
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.num.partitions=1
+# Tests join groups constantly; the default 3 s delay would be added to every first join.
+group.initial.rebalance.delay.ms=0
+num.partitions=1
+auto.create.topics.enable=true
+# Small segments and indexes: many short-lived test topics start fast and stay small.
+log.segment.bytes=16777216
+log.index.size.max.bytes=1048576
+num.network.threads=2
+num.io.threads=4
+"""
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id (base64url of 16 random bytes, as `StorageTool random-uuid`
+    prints, which costs a JVM start); Kafka rejects ids starting with '-'."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def start(home: Path, java: str, lib: Path, port: int, controller_port: int) -> Proc:
+    """Configure the broker in `home` (formatting its log dir once) and start it.
+
+    Returns once the JVM runs; readiness is the caller's `answers` loop. Raises StackError
+    when the format fails.
+    """
+    data, props, log4j = home / "data", home / "server.properties", home / "log4j2.properties"
+    data.mkdir(parents=True, exist_ok=True)
+    props.write_text(_server_properties(data, port, controller_port))
+    log4j.write_text(_LOG4J2)
+    jvm = [java, _HEAP, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
+    if not (data / "meta.properties").exists():
+        run_tool(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
+             "-g"],
+            cwd=home, what="formatting the Kafka log dir",
+        )
+    return spawn([*jvm, MAIN_CLASS, str(props)], log=home / "kafka.log", needle=str(props),
+                 cwd=home)
+
+
+async def answers(bootstrap: str) -> bool:
+    """Whether the broker at `bootstrap` answers a metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_PROBE_TIMEOUT_MS)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await admin.close()
+    return True
