@@ -114,7 +114,7 @@ async def eventually(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
 
 
 async def committed(admin: Any, group: str, topic: str) -> dict[int, int]:

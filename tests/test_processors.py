@@ -1,0 +1,303 @@
+"""Processors over real loopback HTTP: the reference upstream, or a scripted HttpServer."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from stream.config import Settings
+from stream.errors import PermanentError, ProcessingError, TransientError
+from stream.httpserver import HttpServer, Request, Response, json_response
+from stream.models import Sms
+from stream.parser import parse_sms
+from stream.processors import (
+    MAX_RETRY_AFTER_S,
+    BuiltinProcessor,
+    HttpProcessor,
+    build_processor,
+    parse_retry_after,
+)
+from stream.upstream import ReferenceUpstream, UpstreamBehaviour
+
+BODIES = [
+    ("MPESA", "QK12AB Confirmed. Ksh1,500.00 sent to JOHN DOE 0712345678 on 1/2/24."),
+    ("Safaricom", "You have received 250 bonus MB valid until midnight."),
+    ("+254700000001", "Hi, are we still meeting tomorrow?"),
+]
+TOKEN = "tok-5f3a9c-very-secret"
+RESULT = parse_sms("Ksh100 received", "MPESA")
+
+
+def _sms(n: int, sender: str = "MPESA", body: str = "Ksh100 received") -> Sms:
+    return Sms(
+        id=f"sms-{n}",
+        sender=sender,
+        body=body,
+        received_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        recipient=None,
+        meta=None,
+        extra={},
+    )
+
+
+def _batch() -> list[Sms]:
+    return [_sms(n, sender, body) for n, (sender, body) in enumerate(BODIES)]
+
+
+def _settings(url: str, **changes: object) -> Settings:
+    return Settings(processor="http", api_url=url, limit_initial=8).replace(**changes)
+
+
+def _responses(status_class: str) -> float:
+    value = REGISTRY.get_sample_value("stream_api_responses_total", {"status_class": status_class})
+    return value or 0.0
+
+
+class Scripted:
+    """A parse API that answers whatever the test queued (then `default`), and records."""
+
+    def __init__(self) -> None:
+        self.queue: list[Response] = []
+        self.default = json_response(RESULT)
+        self.requests: list[Request] = []
+
+    async def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        return self.queue.pop(0) if self.queue else self.default
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[Scripted, str]]:
+    script = Scripted()
+    async with HttpServer({("POST", "/v1/parse"): script.handle}) as server:
+        yield script, f"http://127.0.0.1:{server.port}/v1/parse"
+
+
+async def test_builtin_parses_in_order() -> None:
+    async with BuiltinProcessor() as processor:
+        assert (processor.name, processor.limiter) == ("builtin", None)
+        results = await processor.process_many(_batch())
+    assert results == [parse_sms(body, sender) for sender, body in BODIES]
+
+
+async def test_builtin_refuses_work_after_close() -> None:
+    processor = BuiltinProcessor()
+    await processor.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await processor.process_many(_batch())
+
+
+async def test_build_processor_follows_the_setting() -> None:
+    builtin = build_processor(Settings())
+    assert isinstance(builtin, BuiltinProcessor)
+    http = build_processor(_settings("http://127.0.0.1:1/v1/parse"))
+    try:
+        assert isinstance(http, HttpProcessor)
+        assert http.limiter is not None
+    finally:
+        await http.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await http.process_many(_batch())
+
+
+async def test_http_result_equals_builtin_and_sends_the_sms() -> None:
+    async with (
+        ReferenceUpstream() as up,
+        HttpProcessor(_settings(up.url)) as processor,
+    ):
+        ok_before = _responses("2xx")
+        results = await processor.process_many(_batch())
+        assert results == await BuiltinProcessor().process_many(_batch())
+        assert up.stats()["accepted"] == len(BODIES)
+        assert _responses("2xx") - ok_before == len(BODIES)
+
+
+async def test_http_posts_the_sms_fields(scripted: tuple[Scripted, str]) -> None:
+    script, url = scripted
+    async with HttpProcessor(_settings(url)) as processor:
+        await processor.process_many([_sms(7)])
+    (request,) = script.requests
+    assert request.headers["content-type"] == "application/json"
+    assert "authorization" not in request.headers
+    assert orjson.loads(request.body) == {
+        "id": "sms-7",
+        "sender": "MPESA",
+        "body": "Ksh100 received",
+        "received_at": "2024-01-02T03:04:05+00:00",
+    }
+
+
+def _http_date(delta_s: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=delta_s), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "reason", "status_class"),
+    [
+        (json_response({}, 429, {"retry-after": "7"}), TransientError, "http_429", "429"),
+        (json_response({}, 503), TransientError, "http_503", "5xx"),
+        (json_response({}, 500), TransientError, "http_500", "5xx"),
+        (json_response({}, 408), TransientError, "http_408", "4xx"),
+        (json_response({}, 400), PermanentError, "http_400", "4xx"),
+        (json_response({}, 404), PermanentError, "http_404", "4xx"),
+        (json_response({}, 422), PermanentError, "http_422", "4xx"),
+        (Response(200, {}, b"<html>not json"), PermanentError, "invalid_result", "2xx"),
+        (json_response(["a", "list"]), PermanentError, "invalid_result", "2xx"),
+        (json_response({"category": "other"}), PermanentError, "invalid_result", "2xx"),
+        (Response(302, {"location": "/elsewhere"}), PermanentError, "http_302", "error"),
+    ],
+    ids=lambda v: str(v.status) if isinstance(v, Response) else None,
+)
+async def test_http_classifies_each_answer(
+    scripted: tuple[Scripted, str],
+    response: Response,
+    kind: type[ProcessingError],
+    reason: str,
+    status_class: str,
+) -> None:
+    script, url = scripted
+    script.default = response
+    before = _responses(status_class)
+    async with HttpProcessor(_settings(url), max_attempts=1) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert type(outcome) is kind
+    assert isinstance(outcome, ProcessingError)
+    assert outcome.reason == reason
+    assert _responses(status_class) - before == 1
+    if reason == "http_429":
+        assert isinstance(outcome, TransientError)
+        assert outcome.retry_after == 7.0
+
+
+async def test_http_reads_an_http_date_retry_after(scripted: tuple[Scripted, str]) -> None:
+    script, url = scripted
+    script.default = json_response({}, 429, {"retry-after": _http_date(30)})
+    async with HttpProcessor(_settings(url), max_attempts=1) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert isinstance(outcome, TransientError)
+    assert outcome.retry_after is not None
+    assert 25 <= outcome.retry_after <= 31
+
+
+@pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
+async def test_http_429_from_the_reference_upstream(as_date: bool) -> None:
+    behaviour = UpstreamBehaviour(rate=0.1, burst=1, retry_after_date=as_date)
+    async with (
+        ReferenceUpstream(behaviour) as up,
+        HttpProcessor(_settings(up.url), max_attempts=1) as processor,
+    ):
+        (first,) = await processor.process_many([_sms(1)])
+        (second,) = await processor.process_many([_sms(2)])
+    assert not isinstance(first, ProcessingError)
+    assert isinstance(second, TransientError)
+    assert second.reason == "http_429"
+    assert second.retry_after is not None
+    assert second.retry_after >= 1
+
+
+async def test_transient_answers_are_retried_until_one_succeeds(
+    scripted: tuple[Scripted, str],
+) -> None:
+    script, url = scripted
+    script.queue = [json_response({}, 503), json_response({}, 500)]
+    async with HttpProcessor(_settings(url)) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert outcome == RESULT
+    assert len(script.requests) == 3
+
+
+async def test_no_retry_when_retry_after_exceeds_the_budget(
+    scripted: tuple[Scripted, str],
+) -> None:
+    script, url = scripted
+    script.default = json_response({}, 429, {"retry-after": "60"})
+    async with HttpProcessor(_settings(url), retry_budget_s=30) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert isinstance(outcome, TransientError)
+    assert outcome.retry_after == 60.0
+    assert len(script.requests) == 1
+
+
+async def test_permanent_answers_are_not_retried(scripted: tuple[Scripted, str]) -> None:
+    script, url = scripted
+    script.default = json_response({}, 400)
+    async with HttpProcessor(_settings(url)) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert isinstance(outcome, PermanentError)
+    assert len(script.requests) == 1
+
+
+async def test_timeout_is_transient_and_retried() -> None:
+    before = _responses("timeout")
+    async with (
+        ReferenceUpstream(UpstreamBehaviour(black_hole=True)) as up,
+        HttpProcessor(_settings(up.url, api_timeout_s=0.2)) as processor,
+    ):
+        (outcome,) = await processor.process_many([_sms(1)])
+        assert up.stats()["black_holed"] == 3
+    assert isinstance(outcome, TransientError)
+    assert outcome.reason == "timeout"
+    assert _responses("timeout") - before == 3
+
+
+async def test_connection_refused_is_transient() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    before = _responses("error")
+    async with HttpProcessor(_settings(f"http://127.0.0.1:{port}/v1/parse")) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert isinstance(outcome, TransientError)
+    assert outcome.reason == "connect"
+    assert _responses("error") - before == 3
+
+
+async def test_token_is_sent_and_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with ReferenceUpstream(token=TOKEN) as up:
+        async with HttpProcessor(_settings(up.url, api_token=TOKEN)) as processor:
+            authorised = await processor.process_many(_batch())
+            shown = [repr(processor), repr(processor.limiter)]
+        async with HttpProcessor(_settings(up.url, api_token="wrong-" + TOKEN)) as processor:
+            refused = await processor.process_many(_batch())
+        async with HttpProcessor(_settings(up.url, api_timeout_s=0.2, api_token=TOKEN)) as slow:
+            up.set_behaviour(UpstreamBehaviour(black_hole=True))
+            timed_out = await slow.process_many([_sms(1)])
+    assert not any(isinstance(r, ProcessingError) for r in authorised)
+    assert all(isinstance(r, PermanentError) and r.reason == "http_401" for r in refused)
+    assert isinstance(timed_out[0], TransientError)
+    outcomes = [*authorised, *refused, *timed_out]
+    shown += [str(o) for o in outcomes] + [repr(o) for o in outcomes]
+    assert caplog.records  # httpx and httpcore debug logs were captured
+    assert TOKEN not in caplog.text
+    assert not [text for text in shown if TOKEN in text]
+
+
+async def test_calls_run_concurrently() -> None:
+    async with (
+        ReferenceUpstream(UpstreamBehaviour(latency=0.1)) as up,
+        HttpProcessor(_settings(up.url, limit_initial=8)) as processor,
+    ):
+        results = await processor.process_many([_sms(n) for n in range(16)])
+        assert up.stats()["concurrency_high_water"] > 1
+    assert not any(isinstance(r, ProcessingError) for r in results)
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("Wed, 01 May 2024 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Wed, 01 May 2024 12:00:30 -0000", now) == 30.0
+    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now) == 0.0
+    assert parse_retry_after("999999") == MAX_RETRY_AFTER_S
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-5") is None
