@@ -38,10 +38,12 @@ MONGO_PING_EVERY = 5
 
 async def _watch(processor: Processor, sink: MongoSink) -> None:
     """Publish limiter gauges each second and refresh MongoDB reachability."""
-    tick = 0
+    tick = drops_seen = 0
     while True:
         if processor.limiter is not None:
             state = processor.limiter.state
+            metrics.LIMITER_DROPS.inc(state.drops - drops_seen)
+            drops_seen = state.drops
             metrics.LIMITER_LIMIT.set(state.limit)
             metrics.LIMITER_IN_FLIGHT.set(state.in_flight)
             metrics.LIMITER_RATE.set(state.rate)
