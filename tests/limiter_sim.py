@@ -23,9 +23,10 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from functools import cached_property
+from typing import Literal, Protocol, cast
 
 from stream.limiter import AdaptiveLimiter
 
@@ -150,7 +151,11 @@ class Call:
 
 @dataclass
 class Trace:
-    """Everything one run recorded, with the measures the tests assert on."""
+    """Everything one run recorded, and the measures the tests assert on.
+
+    Rates are per second of virtual time over half-open windows [t0, t1). Calls are counted
+    by the time they were *sent* unless a name says otherwise.
+    """
 
     scenario: Scenario
     seed: int
@@ -160,27 +165,41 @@ class Trace:
     drop_times: list[float] = field(default_factory=list)
     retry_after_windows: list[tuple[float, float]] = field(default_factory=list)
 
-    def _sent_in(self, t0: float, t1: float) -> Iterator[Call]:
-        return (c for c in self.calls if t0 <= c.sent_at < t1)
+    @cached_property
+    def _sent(self) -> dict[str, list[float]]:
+        """Sorted send times per outcome, and of all calls under "all"."""
+        by: dict[str, list[float]] = {"all": [], "ok": [], "429": [], "503": [], "timeout": []}
+        for c in self.calls:
+            by["all"].append(c.sent_at)
+            by[c.outcome].append(c.sent_at)
+        return {k: sorted(v) for k, v in by.items()}
+
+    @cached_property
+    def _ok_done(self) -> list[float]:
+        return sorted(c.done_at for c in self.calls if c.outcome == "ok")
+
+    @staticmethod
+    def _count(times: list[float], t0: float, t1: float) -> int:
+        return bisect.bisect_left(times, t1) - bisect.bisect_left(times, t0)
 
     def goodput(self, t0: float, t1: float) -> float:
-        """Successful calls per second, counted by send time, in [t0, t1)."""
-        return sum(1 for c in self._sent_in(t0, t1) if c.outcome == "ok") / (t1 - t0)
+        """Successful calls per second, by send time."""
+        return self._count(self._sent["ok"], t0, t1) / (t1 - t0)
 
     def completions(self, t0: float, t1: float) -> float:
-        """Successful calls per second, counted by completion time, in [t0, t1)."""
-        return sum(1 for c in self.calls if c.outcome == "ok" and t0 <= c.done_at < t1) / (
-            t1 - t0
-        )
+        """Successful calls per second, by completion time (throughput seen downstream)."""
+        return self._count(self._ok_done, t0, t1) / (t1 - t0)
 
     def sent(self, t0: float, t1: float) -> int:
-        return sum(1 for _ in self._sent_in(t0, t1))
+        """Calls sent, whatever their outcome."""
+        return self._count(self._sent["all"], t0, t1)
 
     def share(self, outcome: Outcome, t0: float, t1: float) -> float:
-        calls = list(self._sent_in(t0, t1))
-        return sum(1 for c in calls if c.outcome == outcome) / max(1, len(calls))
+        """Share of the calls sent that ended with `outcome`."""
+        return self._count(self._sent[outcome], t0, t1) / max(1, self.sent(t0, t1))
 
     def mean_in_flight(self, t0: float, t1: float) -> float:
+        """Time-averaged number of calls in flight."""
         busy = sum(
             max(0.0, min(c.done_at, t1) - max(c.sent_at, t0))
             for c in self.calls
@@ -191,7 +210,7 @@ class Trace:
     def first_time(
         self, t0: float, t1: float, ok: Callable[[float], bool], step_s: float = 0.5
     ) -> float | None:
-        """First t in [t0, t1) (on a `step_s` grid) for which `ok(t)`, else None."""
+        """The first t in [t0, t1), on a `step_s` grid, for which `ok(t)`; else None."""
         t = t0
         while t < t1:
             if ok(t):
@@ -199,43 +218,23 @@ class Trace:
             t += step_s
         return None
 
-    def settled_at(
-        self, t0: float, t1: float, ok: Callable[[float], bool], window_s: float, step_s: float = 0.5
-    ) -> float | None:
-        """Seconds after `t0` from which every window [x, x + window_s) inside [t0, t1) is ok.
-
-        None if even the last window fails: the run never settled.
-        """
-        last_bad: float | None = None
-        x = t0
-        while x + window_s <= t1 + 1e-9:
-            if not ok(x):
-                last_bad = x
-            x += step_s
-        if last_bad is None:
-            return 0.0
-        if last_bad + step_s + window_s > t1 + 1e-9:
-            return None
-        return last_bad + step_s - t0
-
     def limits(self, t0: float, t1: float) -> list[float]:
+        """The limit, sampled every 0.25 s."""
         return [v for t, v in self.limit_samples if t0 <= t < t1]
 
     def decreases(self, t0: float, t1: float) -> int:
-        return sum(1 for t in self.decrease_times if t0 <= t < t1)
+        return self._count(self.decrease_times, t0, t1)
 
     def drops(self, t0: float, t1: float) -> int:
-        return sum(1 for t in self.drop_times if t0 <= t < t1)
+        return self._count(self.drop_times, t0, t1)
 
     def sends_during_retry_after(self) -> int:
-        """Calls started while a Retry-After the client had already received was running."""
-        sends = sorted(c.sent_at for c in self.calls)
-        bad = 0
-        for start, end in self.retry_after_windows:
-            lo = bisect.bisect_right(sends, start)
-            hi = bisect.bisect_left(sends, end - 1e-9)
-            bad += max(0, hi - lo)
-        return bad
+        """Calls started while a Retry-After that the client had received was running."""
+        sends = self._sent["all"]
+        return sum(
+            max(0, bisect.bisect_left(sends, end) - bisect.bisect_right(sends, start))
+            for start, end in self.retry_after_windows
+        )
 
 
 # --------------------------------------------------------------------------- the simulation
@@ -331,6 +330,18 @@ _SAMPLE_EVERY_S = 0.25
 _DONE, _WAKE, _ARRIVE, _READY, _SAMPLE = range(5)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A call on its way: who made it, and what the upstream will answer when."""
+
+    item: int
+    permit: _Report
+    sent_at: float
+    outcome: Outcome
+    after: float
+    occupies: bool
+
+
 def simulate(scenario: Scenario, seed: int) -> Trace:
     """Run one scenario with one seed; deterministic."""
     rng = random.Random(seed)
@@ -355,7 +366,7 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
     calls = trace.calls
     seq = itertools.count()
     # Events: (time, seq, kind, payload).
-    events: list[tuple[float, int, int, object]] = []
+    events: list[tuple[float, int, int, _Pending | int | None]] = []
     push = heapq.heappush
     waiting: deque[int] = deque()  # work items (backlog workers / arrivals) waiting, FIFO
     next_wake = math.inf
@@ -376,32 +387,32 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
             break
         now = at
         if kind == _DONE:
-            item, permit, sent_at, outcome, after, occupies = payload  # type: ignore[misc]
-            if occupies:
+            call = cast(_Pending, payload)
+            if call.occupies:
                 upstream.serving -= 1
-            calls.append(Call(sent_at, now, outcome))
-            if outcome == "ok":
-                permit.success(after)
+            calls.append(Call(call.sent_at, now, call.outcome))
+            if call.outcome == "ok":
+                call.permit.success(call.after)
             else:
                 before = limiter.state.decreases if limiter is not None else 0
-                if outcome == "429":
-                    permit.dropped(retry_after)
+                if call.outcome == "429":
+                    call.permit.dropped(retry_after)
                     trace.retry_after_windows.append((now, now + retry_after))
                 else:
-                    permit.dropped(None)
+                    call.permit.dropped(None)
                 trace.drop_times.append(now)
                 if limiter is not None and limiter.state.decreases > before:
                     trace.decrease_times.append(now)
             if arrival_rate is None:
                 if client.pause_between_s > 0:
-                    push(events, (now + client.pause_between_s, next(seq), _READY, item))
+                    push(events, (now + client.pause_between_s, next(seq), _READY, call.item))
                 else:
-                    waiting.append(item)
+                    waiting.append(call.item)
         elif kind == _WAKE:
             if at >= next_wake:
                 next_wake = math.inf
         elif kind == _READY:
-            waiting.append(payload)  # type: ignore[arg-type]
+            waiting.append(cast(int, payload))
         elif kind == _ARRIVE:
             waiting.append(0)
             assert arrival_rate is not None
@@ -416,9 +427,9 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
             permit = gate.try_acquire()
             if permit is None:
                 break
-            item = waiting.popleft()
             outcome, after, occupies = upstream.call(now, client.timeout_s)
-            push(events, (now + after, next(seq), _DONE, (item, permit, now, outcome, after, occupies)))
+            pending = _Pending(waiting.popleft(), permit, now, outcome, after, occupies)
+            push(events, (now + after, next(seq), _DONE, pending))
         if waiting:
             wake_at = gate.next_attempt_at()
             if wake_at is not None:
@@ -430,44 +441,48 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
 
 
 # --------------------------------------------------------------------------- the scenarios
+# Times are virtual seconds; a benchmark replaying these against a real upstream divides
+# them (and the latencies) by its time scale.
 
 FAST = Latency(0.050, sigma=0.5, clip_s=1.0)
-"""A fast API: 50 ms median, natural lognormal spread (p99 ~160 ms)."""
+"""A fast API: 50 ms median with a natural lognormal spread (p99 about 160 ms)."""
 SLOW = Latency(4.4, sigma=0.25, clip_s=8.8)
-"""The real parse API: 4.4 s median, clipped below the 10 s client timeout."""
+"""The real parse API: 4.4 s median, spread clipped below the 10 s client timeout."""
 RATE = 200.0
-CAP = 64
+"""S1/S2/S4/S5: the upstream's rate limit, calls per second."""
 BURST_S = 0.5
-"""The rate limiter holds half a second of calls: a 1 s Retry-After pause costs goodput."""
+"""Its token bucket holds half a second of calls, so a 1 s Retry-After pause costs goodput."""
+CAP = 64
+"""S3 and the baselines: the upstream's concurrency cap (503 beyond it)."""
 
 
-def _rate_limited(at_s: float, rate: float = RATE, mode: Mode = "healthy") -> Phase:
+def rate_limited(at_s: float, rate: float = RATE, mode: Mode = "healthy") -> Phase:
     return Phase(at_s, FAST, rate_per_s=rate, burst_s=BURST_S, mode=mode)
 
 
-def _capped(at_s: float, latency: Latency = SLOW, mode: Mode = "healthy") -> Phase:
+def capped(at_s: float, latency: Latency = SLOW, mode: Mode = "healthy") -> Phase:
     return Phase(at_s, latency, max_concurrency=CAP, mode=mode)
 
 
-S1_RATE_LIMIT = Scenario("S1 rate limit", Upstream((_rate_limited(0.0),)), duration_s=90.0)
+S1_RATE_LIMIT = Scenario("S1 rate limit", Upstream((rate_limited(0.0),)), duration_s=75.0)
 S2_STEP = Scenario(
-    "S2 capacity step",
-    Upstream((_rate_limited(0.0), _rate_limited(30.0, RATE / 2), _rate_limited(75.0))),
+    "S2 capacity step R -> R/2 -> R",
+    Upstream((rate_limited(0.0), rate_limited(30.0, RATE / 2), rate_limited(75.0))),
     duration_s=115.0,
 )
 S3_LATENCY_SHIFT = Scenario(
-    "S3 latency shift",
-    Upstream((_capped(0.0, Latency(0.2)), _capped(15.0))),
-    duration_s=195.0,
+    "S3 latency 0.2 s -> 4.4 s, cap 64",
+    Upstream((capped(0.0, Latency(0.2)), capped(10.0))),
+    duration_s=190.0,
 )
 S4_OUTAGE = Scenario(
-    "S4 outage",
+    "S4 outage, fast upstream",
     Upstream(
         (
-            _rate_limited(0.0),
-            _rate_limited(30.0, mode="fail_fast"),
-            _rate_limited(60.0, mode="black_hole"),
-            _rate_limited(90.0),
+            rate_limited(0.0),
+            rate_limited(30.0, mode="fail_fast"),
+            rate_limited(60.0, mode="black_hole"),
+            rate_limited(90.0),
         )
     ),
     duration_s=130.0,
@@ -476,20 +491,23 @@ S4_OUTAGE_SLOW = Scenario(
     "S4 outage, slow upstream",
     Upstream(
         (
-            _capped(0.0),
-            _capped(60.0, mode="fail_fast"),
-            _capped(90.0, mode="black_hole"),
-            _capped(120.0),
+            capped(0.0),
+            capped(60.0, mode="fail_fast"),
+            capped(90.0, mode="black_hole"),
+            capped(120.0),
         )
     ),
     duration_s=180.0,
 )
 S5_LIGHT_LOAD = Scenario(
-    "S5 light load",
-    Upstream((_rate_limited(0.0),)),
-    duration_s=60.0,
+    "S5 light load (Poisson, 50 %)",
+    Upstream((rate_limited(0.0),)),
+    duration_s=40.0,
     load=Load(arrival_rate_per_s=RATE / 2),
 )
-SLOW_BACKLOG = Scenario("slow upstream, backlog", Upstream((_capped(0.0),)), duration_s=300.0)
+SLOW_BACKLOG = Scenario("slow upstream, backlog", Upstream((capped(0.0),)), duration_s=300.0)
+"""The baseline comparison: the real API's latency and a concurrency cap of 64."""
 OLD_WAY = Client(kind="fixed", concurrency=1, pause_between_s=3.0)
+"""Before the limiter: one call at a time, sleeping 3 s between calls."""
 FIXED_4 = Client(kind="fixed", concurrency=4)
+"""A fixed concurrency of 4 (the limiter's initial limit, never adapted)."""

@@ -62,7 +62,10 @@ def settings_for(
 
 
 async def produce(
-    bootstrap: str, topic: str, values: Sequence[bytes | dict[str, Any]], partition: int | None = None
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes | dict[str, Any]],
+    partition: int | None = None,
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -104,16 +107,16 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 60.0, what: str = "condition"
+    check: Callable[[], Awaitable[T]], *, within: float = 60.0, what: str = "condition"
 ) -> T:
     """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
+            raise AssertionError(f"no {what} within {within} s (last: {value!r})")
         await asyncio.sleep(0.2)
 
 
@@ -124,7 +127,9 @@ async def committed(admin: Any, group: str, topic: str) -> dict[int, int]:
 
 
 @asynccontextmanager
-async def running(settings: Settings, processor: Processor | None = None) -> AsyncIterator[asyncio.Task[None]]:
+async def running(
+    settings: Settings, processor: Processor | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
     """One consumer of the group in this process; stopped (drained) on exit."""
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop, processor))
@@ -212,9 +217,9 @@ class StreamProcess:
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
 
-    async def wait(self, timeout: float = 60.0) -> int:
+    async def wait(self, within: float = 60.0) -> int:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+            return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), within)
         finally:
             self._log.close()
 

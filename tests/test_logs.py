@@ -15,7 +15,9 @@ def test_mask_keeps_last_digits_only() -> None:
 
 
 def test_formatter_emits_one_json_object_with_context() -> None:
-    record = logging.LogRecord("stream.x", logging.WARNING, __file__, 1, "dead-lettered %s", ("a",), None)
+    record = logging.LogRecord(
+        "stream.x", logging.WARNING, __file__, 1, "dead-lettered %s", ("a",), None
+    )
     record.topic = "sms.inbound"
     record.offset = 7
     line = orjson.loads(JsonFormatter().format(record))

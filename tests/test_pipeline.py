@@ -7,6 +7,16 @@ from typing import Any
 
 import orjson
 import pytest
+from pipeline_support import (
+    ScriptedProcessor,
+    committed,
+    eventually,
+    produce,
+    read_topic,
+    running,
+    settings_for,
+    sms_value,
+)
 
 from stream.routing import (
     ATTEMPT,
@@ -18,16 +28,6 @@ from stream.routing import (
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
     header,
-)
-from pipeline_support import (
-    ScriptedProcessor,
-    committed,
-    eventually,
-    produce,
-    read_topic,
-    running,
-    settings_for,
-    sms_value,
 )
 
 pytestmark = pytest.mark.stack
@@ -87,7 +87,9 @@ async def test_poison_records_go_to_the_dlq_with_reason_and_good_ones_are_stored
         b"x" * (settings.max_sms_bytes + 1),
     ]
     good = [sms_value(n) for n in range(50)]
-    await produce(settings.kafka_bootstrap, settings.topic, [*good[:25], *poison, *good[25:]], partition=0)
+    await produce(
+        settings.kafka_bootstrap, settings.topic, [*good[:25], *poison, *good[25:]], partition=0
+    )
     async with running(settings):
         await eventually(lambda: _committed_total(kafka_admin, settings, 55), what="all committed")
     assert await collection.count_documents({}) == 50
@@ -166,7 +168,9 @@ async def test_commit_never_passes_an_unsettled_record(
         # The later batches settled long ago; the commit still waits for offset 3.
         assert await committed(kafka_admin, settings.group_id, settings.topic) == {0: 2}
         release.set()
-        await eventually(lambda: _committed_equals(kafka_admin, settings, {0: 10}), what="commit 10")
+        await eventually(
+            lambda: _committed_equals(kafka_admin, settings, {0: 10}), what="commit 10"
+        )
     assert await collection.count_documents({}) == 10
 
 

@@ -51,7 +51,10 @@ async def test_upstream_errors_send_sms_to_retry_then_they_succeed(env: dict[str
     async with ReferenceUpstream(UpstreamBehaviour(error_rate=1.0)) as upstream:
         settings = env["settings"].replace(processor="http", api_url=upstream.url)
         await produce(settings.kafka_bootstrap, settings.topic, [sms_value(n) for n in range(5)])
-        async with HttpProcessor(settings, max_attempts=1) as processor, running(settings, processor):
+        async with (
+            HttpProcessor(settings, max_attempts=1) as processor,
+            running(settings, processor),
+        ):
             await eventually(
                 lambda: _records_at_least(settings.kafka_bootstrap, settings.retry_topics[0], 5),
                 what="5 records in retry.1",

@@ -72,10 +72,12 @@ async def test_sigterm_drains_commits_and_exits_cleanly(
     process = StreamProcess(settings, tmp_path / "run.log")
     await eventually(lambda: _count_at_least(collection, 500), what="some SMS stored")
     process.signal(signal.SIGTERM)
-    assert await process.wait(timeout=settings.drain_timeout_s + 30) == 0
+    assert await process.wait(within=settings.drain_timeout_s + 30) == 0
     # Everything settled was committed before leaving the group: nothing to redeliver.
     assert await _committed_sum(kafka_admin, settings) == await collection.count_documents({})
-    events = [orjson.loads(line)["event"] for line in (tmp_path / "run.log").read_text().splitlines()]
+    events = [
+        orjson.loads(line)["event"] for line in (tmp_path / "run.log").read_text().splitlines()
+    ]
     assert "stopped: drained and committed" in events
 
 

@@ -36,7 +36,11 @@ async def _committed_sum(admin: Any, group: str, topic: str) -> int:
 
 
 async def test_mongo_outage_pauses_commits_and_everything_is_stored_after_it(
-    stack: Any, new_topic: Any, unique_name: Any, kafka_admin: Any, dedicated_mongo: Any,
+    stack: Any,
+    new_topic: Any,
+    unique_name: Any,
+    kafka_admin: Any,
+    dedicated_mongo: Any,
     tmp_path: Path,
 ) -> None:
     topic = await new_topic(partitions=2)
@@ -59,7 +63,7 @@ async def test_mongo_outage_pauses_commits_and_everything_is_stored_after_it(
             assert await _committed_sum(kafka_admin, settings.group_id, topic) == 300
 
             await dedicated_mongo.start()
-            await eventually(lambda: _count(collection, 600), timeout=90, what="all 600 stored")
+            await eventually(lambda: _count(collection, 600), within=90, what="all 600 stored")
             await eventually(lambda: _sum_is(kafka_admin, settings, 600), what="commit 600")
             await eventually(lambda: _ready_is(http, True), what="ready again")
     finally:
@@ -86,7 +90,7 @@ async def test_scaling_from_one_to_three_consumers_while_sms_flow_loses_nothing(
         await eventually(lambda: _count(collection, 200), what="first consumer working")
         async with running(settings), running(settings):
             await producing
-            await eventually(lambda: _count(collection, total), timeout=90, what="all stored")
+            await eventually(lambda: _count(collection, total), within=90, what="all stored")
             await eventually(lambda: _sum_is(kafka_admin, settings, total), what="commit all")
             (response,) = await kafka_admin.describe_consumer_groups([settings.group_id])
             (group,) = response.to_object()["groups"]

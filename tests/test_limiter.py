@@ -1,0 +1,614 @@
+"""The adaptive limiter: its contract (unit tests), then scripted upstreams in virtual time.
+
+The scenario tests run every scenario of `limiter_sim` over `SEEDS` and assert ranges on all
+seeds. The runs are spread over the CPUs by one module fixture; `pytest -s` prints the
+measured figures (min / mean / max over the seeds) of every scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+
+import limiter_sim as sim
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.limiter import BACKOFF_BASE_S, AdaptiveLimiter, Permit
+
+SEEDS = range(10)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fill(limiter: AdaptiveLimiter) -> list[Permit]:
+    """Every permit the limiter grants right now."""
+    permits = []
+    while (permit := limiter.try_acquire()) is not None:
+        permits.append(permit)
+    return permits
+
+
+async def settle() -> None:
+    """Let every ready task run (zero-time yields, no sleeping)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+# ---------------------------------------------------------------------------- the contract
+
+
+def test_rejects_bounds_out_of_order() -> None:
+    with pytest.raises(ValueError, match="min_limit"):
+        AdaptiveLimiter(min_limit=5, initial_limit=4)
+    with pytest.raises(ValueError, match="min_limit"):
+        AdaptiveLimiter(initial_limit=300, max_limit=256)
+    with pytest.raises(ValueError, match="rate_max"):
+        AdaptiveLimiter(rate_max=-1)
+
+
+def test_slow_start_doubles_per_round_trip_and_stops_at_the_maximum() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=4, max_limit=20, clock=clock)
+    batch, seen = fill(limiter), []
+    for _ in range(4):  # round trips of a backlog: each finished call is replaced at once
+        clock.now += 1.0
+        following = []
+        for permit in batch:
+            permit.success(1.0)
+            following += fill(limiter)
+        batch = following
+        seen.append(limiter.state.limit)
+    assert seen == [8, 16, 20, 20]
+    assert limiter.state.in_flight == 20
+
+
+def test_an_unused_limit_does_not_grow() -> None:
+    limiter = AdaptiveLimiter(initial_limit=10, clock=FakeClock())
+    for _ in range(100):
+        permit = limiter.try_acquire()
+        assert permit is not None
+        permit.success(0.1)
+    assert limiter.state.limit == 10
+
+
+def test_latency_alone_never_shrinks_the_limit() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
+    for latency in (0.1, 5.0, 60.0, 600.0):
+        clock.now += latency
+        before = limiter.state.limit
+        for permit in fill(limiter):
+            permit.success(latency)
+        assert limiter.state.limit >= before
+    assert limiter.state.decreases == 0
+
+
+def test_one_burst_of_drops_is_one_decrease() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
+    clock.now = 30.0  # long calm: the gentlest decrease
+    permits = fill(limiter)
+    for permit in reversed(permits):  # the last call to start is the first to fail
+        permit.dropped()
+    state = limiter.state
+    assert (state.drops, state.decreases, state.in_flight) == (8, 1, 0)
+    assert state.limit == pytest.approx(8 * 0.95)
+
+
+def test_drops_in_quick_succession_decrease_harder() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=16, clock=clock)
+    fill(limiter)[-1].dropped()  # at t=0: no calm at all
+    assert limiter.state.limit == pytest.approx(16 * 0.7)
+
+
+def test_an_outage_goes_to_the_floor_backs_off_and_recovers() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(min_limit=2, initial_limit=16, clock=clock)
+    clock.now = 30.0
+    for _ in range(3):  # every call fails; each round's calls started after the last decrease
+        for permit in fill(limiter):
+            permit.dropped()
+    state = limiter.state
+    assert state.limit == 2
+    assert state.paused_until == pytest.approx(30.0 + BACKOFF_BASE_S)
+    assert limiter.try_acquire() is None
+    assert limiter.next_attempt_at() == pytest.approx(30.0 + BACKOFF_BASE_S)
+    for pause in (2 * BACKOFF_BASE_S, 4 * BACKOFF_BASE_S):  # the backoff doubles
+        clock.now = limiter.next_attempt_at() or math.inf
+        probes = fill(limiter)
+        assert len(probes) == 2  # probes at the floor
+        for probe in probes:
+            probe.dropped()
+        assert limiter.state.paused_until == pytest.approx(clock.now + pause)
+    clock.now = limiter.next_attempt_at() or math.inf
+    fill(limiter)[0].success(0.1)  # the upstream answers again
+    assert limiter.state.limit >= 16 * 0.5  # restarts at half the last good limit
+
+
+def test_the_limit_stays_within_its_bounds() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(min_limit=3, initial_limit=3, max_limit=5, clock=clock)
+    for _ in range(20):
+        clock.now += 1.0
+        for permit in fill(limiter):
+            permit.success(0.5)
+        assert 3 <= limiter.state.limit <= 5
+    for _ in range(20):
+        clock.now += 1.0
+        for permit in fill(limiter):
+            permit.dropped()
+        assert 3 <= limiter.state.limit <= 5
+
+
+def test_only_the_first_report_counts() -> None:
+    limiter = AdaptiveLimiter(clock=FakeClock())
+    permit = limiter.try_acquire()
+    assert permit is not None
+    permit.success(0.1)
+    permit.dropped(5.0)
+    permit.ignore()
+    permit.success(0.1)
+    state = limiter.state
+    assert (state.in_flight, state.drops, state.paused_until) == (0, 0, None)
+    assert permit.reported
+
+
+def test_ignore_frees_the_slot_and_changes_nothing_else() -> None:
+    limiter = AdaptiveLimiter(initial_limit=2, clock=FakeClock())
+    for permit in fill(limiter):
+        permit.ignore()
+    state = limiter.state
+    assert (state.limit, state.in_flight, state.drops, state.decreases) == (2, 0, 0, 0)
+
+
+def test_a_fractional_limit_is_kept_on_average() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=4, clock=clock)
+    permits = fill(limiter)
+    permits.pop().dropped()  # at t=0, with no calm at all: limit 4 * 0.7 = 2.8
+    for permit in permits:
+        permit.ignore()
+    assert limiter.state.limit == pytest.approx(2.8)
+    running: list[tuple[float, Permit]] = []  # a backlog of 1 s calls, in virtual time
+    busy = 0.0
+    while clock.now < 200.0:
+        running += [(clock.now + 1.0, permit) for permit in fill(limiter)]
+        wake = limiter.next_attempt_at()
+        step = min([end for end, _ in running] + ([wake] if wake is not None else []))
+        step = max(step, clock.now + 1e-6)
+        busy += len(running) * (step - clock.now)
+        clock.now = step
+        for done in [call for call in running if call[0] <= clock.now]:
+            running.remove(done)
+            done[1].ignore()
+    assert busy / clock.now == pytest.approx(2.8, abs=0.02)
+
+
+def test_the_fractional_slot_reopens_after_its_debt_is_paid() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=4, clock=clock)
+    permits = fill(limiter)
+    permits.pop().dropped()  # limit 2.8, three calls left in flight
+    clock.now = 1.0
+    permits.pop().ignore()  # two in flight; the fractional slot owes 0.2 slot-seconds
+    assert limiter.try_acquire() is None
+    assert limiter.next_attempt_at() == pytest.approx(1.0 + 0.2 / 0.8)
+    clock.now = 1.25
+    assert limiter.try_acquire() is not None
+
+
+def test_the_rate_cap_spaces_calls() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=64, rate_max=10.0, clock=clock)
+    granted = 0
+    while clock.now <= 10.0:
+        permit = limiter.try_acquire()
+        if permit is None:
+            clock.now = limiter.next_attempt_at() or math.inf
+        else:
+            granted += 1
+            permit.ignore()
+    assert 100 <= granted <= 102  # one initial token, then ten per second
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["acquire", "ok", "drop", "429", "ignore", "tick"]),
+            st.integers(0, 1000),
+        ),
+        max_size=80,
+    )
+)
+def test_invariants_hold_for_any_sequence_of_events(ops: list[tuple[str, int]]) -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(min_limit=2, initial_limit=4, max_limit=12, clock=clock)
+    open_permits: list[Permit] = []
+    drops = 0
+    for op, n in ops:
+        if op == "tick":
+            clock.now += n / 100
+        elif op == "acquire":
+            permit = limiter.try_acquire()
+            if permit is not None:
+                open_permits.append(permit)
+            else:
+                at = limiter.next_attempt_at()
+                assert at is None or at > clock.now - 1e-9
+        elif open_permits:
+            permit = open_permits.pop(n % len(open_permits))
+            if op == "ok":
+                permit.success(n / 100)
+            elif op == "drop":
+                permit.dropped()
+                drops += 1
+            elif op == "429":
+                permit.dropped(n / 1000)
+                drops += 1
+            else:
+                permit.ignore()
+        state = limiter.state
+        assert 2 <= state.limit <= 12
+        assert state.in_flight == len(open_permits)
+        assert state.in_flight <= math.ceil(state.limit) or state.decreases > 0
+        assert state.drops == drops
+        assert state.decreases <= state.drops
+        assert state.paused_until is None or state.paused_until > clock.now
+        assert state.rate >= 0
+
+
+# ---------------------------------------------------------------------------- the asyncio wrapper
+
+
+async def test_acquire_waits_for_a_slot_first_come_first_served() -> None:
+    limiter = AdaptiveLimiter(min_limit=1, initial_limit=1, max_limit=1)
+    first = await limiter.acquire()
+    second = asyncio.create_task(limiter.acquire())
+    third = asyncio.create_task(limiter.acquire())
+    await settle()
+    assert not second.done()
+    assert not third.done()
+    first.success(0.01)
+    permit = await asyncio.wait_for(second, timeout=2.0)
+    await settle()
+    assert not third.done()
+    permit.ignore()
+    (await asyncio.wait_for(third, timeout=2.0)).ignore()
+    assert limiter.state.in_flight == 0
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    limiter = AdaptiveLimiter(min_limit=1, initial_limit=1, max_limit=1)
+    first = await limiter.acquire()
+    queued = asyncio.create_task(limiter.acquire())
+    woken = asyncio.create_task(limiter.acquire())
+    last = asyncio.create_task(limiter.acquire())
+    await settle()
+    queued.cancel()  # cancelled while parked
+    first.ignore()  # wakes `woken`...
+    woken.cancel()  # ...which is cancelled before it could run
+    (await asyncio.wait_for(last, timeout=2.0)).ignore()
+    assert queued.cancelled()
+    assert woken.cancelled()
+    assert limiter.state.in_flight == 0
+
+
+async def test_the_context_manager_never_leaks_a_slot() -> None:
+    limiter = AdaptiveLimiter(min_limit=1, initial_limit=1, max_limit=1)
+    with pytest.raises(RuntimeError, match="boom"), await limiter.acquire():
+        raise RuntimeError("boom")
+    assert limiter.state.in_flight == 0
+
+    entered = asyncio.Event()
+
+    async def hang() -> None:
+        with await limiter.acquire():
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(hang())
+    await asyncio.wait_for(entered.wait(), timeout=2.0)
+    assert limiter.state.in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert limiter.state.in_flight == 0
+
+    with await limiter.acquire() as permit:  # a report inside the block is the one that counts
+        permit.dropped()
+    assert limiter.state.drops == 1
+
+
+async def test_a_retry_after_pause_holds_back_acquire_until_it_ends() -> None:
+    limiter = AdaptiveLimiter(initial_limit=4)
+    with await limiter.acquire() as permit:
+        permit.dropped(retry_after_s=0.2)
+    paused_until = limiter.state.paused_until
+    assert paused_until is not None
+    waiting = asyncio.create_task(limiter.acquire())
+    await settle()
+    assert not waiting.done()  # a slot is free, but the pause holds the call back
+    permit = await asyncio.wait_for(waiting, timeout=5.0)  # woken by the pause-end timer
+    assert time.monotonic() >= paused_until
+    permit.ignore()
+    assert limiter.state.paused_until is None
+
+
+async def test_acquire_honours_the_rate_cap_without_polling() -> None:
+    limiter = AdaptiveLimiter(initial_limit=64, rate_max=200.0)
+    started = time.monotonic()
+    for _ in range(30):
+        (await asyncio.wait_for(limiter.acquire(), timeout=5.0)).ignore()
+    # 10 tokens at once (50 ms of the cap), then one per 5 ms.
+    assert time.monotonic() - started >= 19 / 200 * 0.9
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+Figures = dict[str, float]
+
+R = sim.RATE
+SLOW_CAPACITY = sim.CAP / 4.4  # the brief's figure: 64 calls in flight at the 4.4 s median
+NEVER = math.inf
+
+
+def _phase(scenario: sim.Scenario, index: int) -> float:
+    return scenario.upstream.phases[index].at_s
+
+
+def _first(trace: sim.Trace, t0: float, t1: float, ok: Callable[[float], bool]) -> float:
+    """Seconds after t0 until `ok` first holds (0.5 s grid), or NEVER."""
+    at = trace.first_time(t0, t1, ok)
+    return NEVER if at is None else at - t0
+
+
+def _measure_s1(t: sim.Trace) -> Figures:
+    end = t.scenario.duration_s
+    return {
+        "goodput/R": t.goodput(15, end) / R,
+        "429 share": t.share("429", 15, end),
+        "sent in pause": t.sends_during_retry_after(),
+        "first 0.9R s": _first(t, 0, 30, lambda x: t.goodput(x, x + 1) >= 0.9 * R),
+        "decreases/min": t.decreases(15, end) / (end - 15) * 60,
+    }
+
+
+def _measure_s2(t: sim.Trace) -> Figures:
+    drop, rise, end = _phase(t.scenario, 1), _phase(t.scenario, 2), t.scenario.duration_s
+    half = R / 2
+    fair = half * sim.FAST.mean_s  # the concurrency that sends exactly R/2 (Little's law)
+
+    def converged(x: float) -> bool:
+        return all(0.85 * fair <= v <= 1.15 * fair for v in t.limits(x, x + 0.5))
+
+    reached = _first(t, rise, end, lambda x: t.goodput(x, x + 5) >= 0.9 * R)
+    return {
+        "drop: limit +-15 % s": _first(t, drop, rise, converged),
+        "drop: goodput/cap": t.goodput(drop + 15, rise) / half,
+        "drop: 429 share": t.share("429", drop + 15, rise),
+        "rise: 0.9R s": reached,
+        "rise: goodput/R next 10 s": t.goodput(rise + reached, rise + reached + 10) / R,
+        "rise: goodput/R +30 s..": t.goodput(rise + 30, end) / R,
+        "sent in pause": t.sends_during_retry_after(),
+    }
+
+
+def _measure_s3(t: sim.Trace) -> Figures:
+    shift, end = _phase(t.scenario, 1), t.scenario.duration_s
+    at_shift = t.limits(shift - 0.25, shift + 0.25)[0]
+    quiet = [(x, x + 10) for x in range(int(shift), int(end) - 9, 10)]
+    return {
+        # From 1 s after the shift: the last 0.2 s calls have finished by then.
+        "0.9 cap s": 1
+        + _first(t, shift + 1, end, lambda x: t.completions(x, x + 10) >= 0.9 * SLOW_CAPACITY),
+        "throughput/cap": t.completions(shift + 60, end) / SLOW_CAPACITY,
+        "mean in flight": t.mean_in_flight(shift + 60, end),
+        "drops 30 s after shift": t.drops(shift, shift + 30),
+        "limit kept": min(t.limits(shift, shift + 30)) / at_shift,
+        "decreases w/o drop": len(set(t.decrease_times) - set(t.drop_times)),
+        "quiet windows w/ decrease": sum(
+            1 for a, b in quiet if t.drops(a, b) == 0 and t.decreases(a, b) > 0
+        ),
+    }
+
+
+def _measure_outage(t: sim.Trace, capacity: float, in_flight_cap: float | None) -> Figures:
+    down, up, end = _phase(t.scenario, 1), _phase(t.scenario, 3), t.scenario.duration_s
+    before = t.completions(down - 15, down)
+
+    def recovered(x: float) -> bool:
+        if in_flight_cap is not None:  # slow upstream: successes arrive 4.4 s after sending
+            return t.mean_in_flight(x, x + 2) >= 0.9 * in_flight_cap
+        return t.goodput(x, x + 5) >= 0.9 * capacity
+
+    limit_before = statistics.fmean(t.limits(down - 15, down))
+    return {
+        "calls in outage": t.sent(down, up),
+        "outage calls/60 s pre": t.sent(down, up) / (before * (up - down)),
+        "recovery s": _first(t, up, end, recovered),
+        "limit after/before": statistics.fmean(t.limits(up + 30, end)) / limit_before,
+        "min limit after": min(t.limits(up + 30, end)),
+    }
+
+
+def _measure_s4(t: sim.Trace) -> Figures:
+    return _measure_outage(t, R, None)
+
+
+def _measure_s4_slow(t: sim.Trace) -> Figures:
+    return _measure_outage(t, SLOW_CAPACITY, sim.CAP)
+
+
+def _measure_s5(t: sim.Trace) -> Figures:
+    offered = t.scenario.load.arrival_rate_per_s or 0.0
+    end = t.scenario.duration_s
+    return {
+        "decreases": t.decreases(0, end),
+        "drops": t.drops(0, end),
+        "goodput/offered": t.goodput(5, end - 1) / offered,
+    }
+
+
+OLD_WAY_S = 3000.0  # the baselines make few calls: a long run keeps their rate exact
+
+
+def _measure_ours(t: sim.Trace) -> Figures:
+    end = t.scenario.duration_s
+    reach = t.first_time(0, end, lambda x: max(t.limits(x, x + 0.5)) >= 0.9 * sim.CAP)
+    return {
+        "calls/s": t.completions(0, end),
+        "calls/s after 60 s": t.completions(60, end),
+        "0.9 cap limit s": NEVER if reach is None else reach,
+    }
+
+
+def _measure_baseline(t: sim.Trace) -> Figures:
+    return {"calls/s": t.completions(0, t.scenario.duration_s)}
+
+
+JOBS: dict[str, tuple[sim.Scenario, Callable[[sim.Trace], Figures]]] = {
+    "S1": (sim.S1_RATE_LIMIT, _measure_s1),
+    "S2": (sim.S2_STEP, _measure_s2),
+    "S3": (sim.S3_LATENCY_SHIFT, _measure_s3),
+    "S4": (sim.S4_OUTAGE, _measure_s4),
+    "S4 slow": (sim.S4_OUTAGE_SLOW, _measure_s4_slow),
+    "S5": (sim.S5_LIGHT_LOAD, _measure_s5),
+    "ours": (sim.SLOW_BACKLOG, _measure_ours),
+    "old way": (
+        replace(sim.SLOW_BACKLOG.with_client(sim.OLD_WAY), duration_s=OLD_WAY_S),
+        _measure_baseline,
+    ),
+    "fixed 4": (
+        replace(sim.SLOW_BACKLOG.with_client(sim.FIXED_4), duration_s=OLD_WAY_S),
+        _measure_baseline,
+    ),
+}
+
+
+def _run(job: tuple[str, int]) -> tuple[str, int, Figures]:
+    name, seed = job
+    scenario, measure = JOBS[name]
+    return name, seed, measure(sim.simulate(scenario, seed))
+
+
+@pytest.fixture(scope="module")
+def figures() -> dict[str, list[Figures]]:
+    """Every scenario on every seed: name -> one dict of figures per seed."""
+    jobs = [(name, seed) for name in JOBS for seed in SEEDS]
+    workers = min(4, os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_run, jobs))
+    else:
+        results = [_run(job) for job in jobs]
+    out: dict[str, list[Figures]] = {name: [] for name in JOBS}
+    for name, _, figs in results:
+        out[name].append(figs)
+    return out
+
+
+def _table(name: str, runs: list[Figures]) -> Figures:
+    """Print min / mean / max of every figure over the seeds; return the worst-case dict."""
+    print(f"\n{name} ({len(runs)} seeds)")
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        print(
+            f"  {key:28} min {min(values):9.3f}   mean {statistics.fmean(values):9.3f}"
+            f"   max {max(values):9.3f}"
+        )
+    return {key: min(run[key] for run in runs) for key in runs[0]}
+
+
+def _worst(runs: list[Figures], key: str) -> float:
+    return max(run[key] for run in runs)
+
+
+def test_s1_rate_limit(figures: dict[str, list[Figures]]) -> None:
+    runs = figures["S1"]
+    low = _table(sim.S1_RATE_LIMIT.name, runs)
+    assert low["goodput/R"] >= 0.90
+    assert _worst(runs, "429 share") <= 0.02
+    assert _worst(runs, "sent in pause") == 0
+    assert _worst(runs, "first 0.9R s") <= 30
+
+
+def test_s2_capacity_step(figures: dict[str, list[Figures]]) -> None:
+    runs = figures["S2"]
+    low = _table(sim.S2_STEP.name, runs)
+    assert _worst(runs, "drop: limit +-15 % s") <= 15
+    assert low["drop: goodput/cap"] >= 0.90
+    assert _worst(runs, "drop: 429 share") <= 0.02
+    assert _worst(runs, "rise: 0.9R s") <= 30
+    assert low["rise: goodput/R next 10 s"] >= 0.85
+    assert low["rise: goodput/R +30 s.."] >= 0.80  # overshoot corrections, no collapse
+    assert _worst(runs, "sent in pause") == 0
+
+
+def test_s3_latency_shift(figures: dict[str, list[Figures]]) -> None:
+    runs = figures["S3"]
+    low = _table(sim.S3_LATENCY_SHIFT.name, runs)
+    assert _worst(runs, "0.9 cap s") <= 60
+    assert low["throughput/cap"] >= 0.90
+    assert low["mean in flight"] >= 58
+    assert _worst(runs, "decreases w/o drop") == 0
+    assert _worst(runs, "quiet windows w/ decrease") == 0
+    for run in runs:  # latency went up 22-fold; without drops the limit did not move down
+        if run["drops 30 s after shift"] == 0:
+            assert run["limit kept"] >= 1.0
+
+
+def test_s4_outage(figures: dict[str, list[Figures]]) -> None:
+    for name, scenario in (("S4", sim.S4_OUTAGE), ("S4 slow", sim.S4_OUTAGE_SLOW)):
+        runs = figures[name]
+        low = _table(scenario.name, runs)
+        assert _worst(runs, "outage calls/60 s pre") <= 0.05
+        assert _worst(runs, "recovery s") <= 30
+        assert low["limit after/before"] >= 0.8  # not stuck at the floor
+        assert low["min limit after"] > 1
+
+
+def test_s5_light_load(figures: dict[str, list[Figures]]) -> None:
+    runs = figures["S5"]
+    low = _table(sim.S5_LIGHT_LOAD.name, runs)
+    assert _worst(runs, "decreases") == 0
+    assert _worst(runs, "drops") == 0
+    assert low["goodput/offered"] >= 0.95
+
+
+def test_versus_the_old_ways(figures: dict[str, list[Figures]]) -> None:
+    ours, old, fixed = figures["ours"], figures["old way"], figures["fixed 4"]
+    ratios = [
+        {
+            "ours calls/s": o["calls/s"],
+            "old way calls/s": w["calls/s"],
+            "fixed 4 calls/s": f["calls/s"],
+            "x old way": o["calls/s"] / w["calls/s"],
+            "x old way, after 60 s": o["calls/s after 60 s"] / w["calls/s"],
+            "x fixed 4": o["calls/s"] / f["calls/s"],
+            "0.9 cap limit s": o["0.9 cap limit s"],
+        }
+        for o, w, f in zip(ours, old, fixed, strict=True)
+    ]
+    low = _table(f"{sim.SLOW_BACKLOG.name}: ours vs the old ways", ratios)
+    assert low["x fixed 4"] >= 10
+    assert low["x old way"] >= 90  # a 300 s run, our slow start included
+    assert low["x old way, after 60 s"] >= 100
+    assert _worst(ratios, "0.9 cap limit s") <= 30  # 4 -> 58 in about four round trips
