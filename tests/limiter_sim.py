@@ -13,6 +13,9 @@ against a real HTTP upstream, time-scaled, by a benchmark:
 `next_attempt_at`, the permit reports) with a virtual clock, and reports outcomes exactly
 like the HTTP processor: 2xx -> success(latency), 429 -> dropped(retry_after),
 503 / timeout -> dropped(None). Pure Python, no I/O, deterministic per seed.
+
+Below the engine: the scenarios S1-S5 and the baselines, the figures measured on each run
+(`figures_*`), and `SUITE`, which pairs them for the tests (and a future benchmark).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import heapq
 import itertools
 import math
 import random
+import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,14 +35,17 @@ from typing import Literal, Protocol, cast
 from stream.limiter import AdaptiveLimiter
 
 __all__ = [
+    "SUITE",
     "Call",
     "Client",
+    "Figures",
     "Latency",
     "Load",
     "Phase",
     "Scenario",
     "Trace",
     "Upstream",
+    "run_suite_job",
     "simulate",
 ]
 
@@ -129,6 +136,8 @@ class Client:
 
 @dataclass(frozen=True)
 class Scenario:
+    """One upstream script, one offered load, one client, for `duration_s` seconds."""
+
     name: str
     upstream: Upstream
     duration_s: float
@@ -137,6 +146,41 @@ class Scenario:
 
     def with_client(self, client: Client, name: str | None = None) -> Scenario:
         return replace(self, client=client, name=name or self.name)
+
+    def scaled(self, speedup: float) -> Scenario:
+        """The same script `speedup` times faster: every duration divided, every rate
+        multiplied (for replaying against a real upstream in less wall time).
+
+        The limiter's own time constants are not scaled, so its probing is relatively
+        slower in a sped-up replay.
+        """
+
+        def phase(p: Phase) -> Phase:
+            latency = replace(
+                p.latency, median_s=p.latency.median_s / speedup, clip_s=p.latency.clip_s / speedup
+            )
+            return replace(
+                p, at_s=p.at_s / speedup, latency=latency, rate_per_s=p.rate_per_s * speedup
+            )
+
+        upstream = Upstream(
+            tuple(phase(p) for p in self.upstream.phases),
+            retry_after_s=self.upstream.retry_after_s / speedup,
+            reject_latency_s=self.upstream.reject_latency_s / speedup,
+        )
+        rate = self.load.arrival_rate_per_s
+        return replace(
+            self,
+            upstream=upstream,
+            duration_s=self.duration_s / speedup,
+            load=replace(self.load, arrival_rate_per_s=None if rate is None else rate * speedup),
+            client=replace(
+                self.client,
+                pause_between_s=self.client.pause_between_s / speedup,
+                timeout_s=self.client.timeout_s / speedup,
+                rate_max=self.client.rate_max * speedup,
+            ),
+        )
 
 
 # --------------------------------------------------------------------------- results
@@ -511,3 +555,159 @@ OLD_WAY = Client(kind="fixed", concurrency=1, pause_between_s=3.0)
 """Before the limiter: one call at a time, sleeping 3 s between calls."""
 FIXED_4 = Client(kind="fixed", concurrency=4)
 """A fixed concurrency of 4 (the limiter's initial limit, never adapted)."""
+
+
+# --------------------------------------------------------------------------- figures
+# What the tests assert on (and a benchmark replaying the scenarios would report): plain
+# numbers per run, so runs can be measured in worker processes and compared across seeds.
+
+Figures = dict[str, float]
+
+SLOW_CAPACITY = CAP / 4.4  # the brief's figure: 64 calls in flight at the 4.4 s median
+NEVER = math.inf
+
+
+def _phase(scenario: Scenario, index: int) -> float:
+    return scenario.upstream.phases[index].at_s
+
+
+def _first(trace: Trace, t0: float, t1: float, ok: Callable[[float], bool]) -> float:
+    """Seconds after t0 until `ok` first holds (0.5 s grid), or NEVER."""
+    at = trace.first_time(t0, t1, ok)
+    return NEVER if at is None else at - t0
+
+
+def figures_s1(t: Trace) -> Figures:
+    """Steady state after a 15 s warm-up, and how soon 0.9 R is first reached."""
+    end = t.scenario.duration_s
+    return {
+        "goodput/R": t.goodput(15, end) / RATE,
+        "429 share": t.share("429", 15, end),
+        "sent in pause": t.sends_during_retry_after(),
+        "first 0.9R s": _first(t, 0, 30, lambda x: t.goodput(x, x + 1) >= 0.9 * RATE),
+        "decreases/min": t.decreases(15, end) / (end - 15) * 60,
+    }
+
+
+def figures_s2(t: Trace) -> Figures:
+    """Convergence after the drop, goodput from 15 s after it, time to find the rise."""
+    drop, rise, end = _phase(t.scenario, 1), _phase(t.scenario, 2), t.scenario.duration_s
+    half = RATE / 2
+    fair = half * FAST.mean_s  # the concurrency that sends exactly R/2 (Little's law)
+
+    def converged(x: float) -> bool:
+        return all(0.85 * fair <= v <= 1.15 * fair for v in t.limits(x, x + 0.5))
+
+    reached = _first(t, rise, end, lambda x: t.goodput(x, x + 5) >= 0.9 * RATE)
+    return {
+        "drop: limit +-15 % s": _first(t, drop, rise, converged),
+        "drop: goodput/cap": t.goodput(drop + 15, rise) / half,
+        "drop: 429 share": t.share("429", drop + 15, rise),
+        "rise: 0.9R s": reached,
+        "rise: goodput/R next 10 s": t.goodput(rise + reached, rise + reached + 10) / RATE,
+        "rise: goodput/R +30 s..": t.goodput(rise + 30, end) / RATE,
+        "sent in pause": t.sends_during_retry_after(),
+    }
+
+
+def figures_s3(t: Trace) -> Figures:
+    """Throughput and concurrency from 60 s after the shift; decreases never without drops."""
+    shift, end = _phase(t.scenario, 1), t.scenario.duration_s
+    at_shift = t.limits(shift - 0.25, shift + 0.25)[0]
+    quiet = [(x, x + 10) for x in range(int(shift), int(end) - 9, 10)]
+    return {
+        # From 1 s after the shift: the last 0.2 s calls have finished by then.
+        "0.9 cap s": 1
+        + _first(t, shift + 1, end, lambda x: t.completions(x, x + 10) >= 0.9 * SLOW_CAPACITY),
+        "throughput/cap": t.completions(shift + 60, end) / SLOW_CAPACITY,
+        "mean in flight": t.mean_in_flight(shift + 60, end),
+        "drops 30 s after shift": t.drops(shift, shift + 30),
+        "limit kept": min(t.limits(shift, shift + 30)) / at_shift,
+        "decreases w/o drop": len(set(t.decrease_times) - set(t.drop_times)),
+        "quiet windows w/ decrease": sum(
+            1 for a, b in quiet if t.drops(a, b) == 0 and t.decreases(a, b) > 0
+        ),
+    }
+
+
+def _outage_figures(t: Trace, capacity: float, in_flight_cap: float | None) -> Figures:
+    """Calls during the outage against the pre-outage rate; recovery; the limit after it."""
+    down, up, end = _phase(t.scenario, 1), _phase(t.scenario, 3), t.scenario.duration_s
+    before = t.completions(down - 15, down)
+
+    def recovered(x: float) -> bool:
+        if in_flight_cap is not None:  # slow upstream: successes arrive 4.4 s after sending
+            return t.mean_in_flight(x, x + 2) >= 0.9 * in_flight_cap
+        return t.goodput(x, x + 5) >= 0.9 * capacity
+
+    limit_before = statistics.fmean(t.limits(down - 15, down))
+    return {
+        "calls in outage": t.sent(down, up),
+        "outage calls/60 s pre": t.sent(down, up) / (before * (up - down)),
+        "recovery s": _first(t, up, end, recovered),
+        "limit after/before": statistics.fmean(t.limits(up + 30, end)) / limit_before,
+        "min limit after": min(t.limits(up + 30, end)),
+    }
+
+
+def figures_s4(t: Trace) -> Figures:
+    return _outage_figures(t, RATE, None)
+
+
+def figures_s4_slow(t: Trace) -> Figures:
+    return _outage_figures(t, SLOW_CAPACITY, CAP)
+
+
+def figures_s5(t: Trace) -> Figures:
+    """Light load: nothing to decrease for, and all offered work served."""
+    offered = t.scenario.load.arrival_rate_per_s or 0.0
+    end = t.scenario.duration_s
+    return {
+        "decreases": t.decreases(0, end),
+        "drops": t.drops(0, end),
+        "goodput/offered": t.goodput(5, end - 1) / offered,
+    }
+
+
+OLD_WAY_S = 3000.0  # the baselines make few calls: a long run keeps their rate exact
+
+
+def figures_ours(t: Trace) -> Figures:
+    """Throughput over the whole run (slow start included) and after 60 s."""
+    end = t.scenario.duration_s
+    reach = t.first_time(0, end, lambda x: max(t.limits(x, x + 0.5)) >= 0.9 * CAP)
+    return {
+        "calls/s": t.completions(0, end),
+        "calls/s after 60 s": t.completions(60, end),
+        "0.9 cap limit s": NEVER if reach is None else reach,
+    }
+
+
+def figures_baseline(t: Trace) -> Figures:
+    return {"calls/s": t.completions(0, t.scenario.duration_s)}
+
+
+SUITE: dict[str, tuple[Scenario, Callable[[Trace], Figures]]] = {
+    "S1": (S1_RATE_LIMIT, figures_s1),
+    "S2": (S2_STEP, figures_s2),
+    "S3": (S3_LATENCY_SHIFT, figures_s3),
+    "S4": (S4_OUTAGE, figures_s4),
+    "S4 slow": (S4_OUTAGE_SLOW, figures_s4_slow),
+    "S5": (S5_LIGHT_LOAD, figures_s5),
+    "ours": (SLOW_BACKLOG, figures_ours),
+    "old way": (
+        replace(SLOW_BACKLOG.with_client(OLD_WAY), duration_s=OLD_WAY_S),
+        figures_baseline,
+    ),
+    "fixed 4": (
+        replace(SLOW_BACKLOG.with_client(FIXED_4), duration_s=OLD_WAY_S),
+        figures_baseline,
+    ),
+}
+
+
+def run_suite_job(job: tuple[str, int]) -> tuple[str, int, Figures]:
+    """Simulate one (suite entry, seed) and measure it; a picklable unit of work."""
+    name, seed = job
+    scenario, measure = SUITE[name]
+    return name, seed, measure(simulate(scenario, seed))

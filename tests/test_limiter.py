@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 
 import limiter_sim as sim
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.limiter import BACKOFF_BASE_S, AdaptiveLimiter, Permit
+from stream.limiter import (
+    BACKOFF_BASE_S,
+    BETA_MAX,
+    BETA_MIN,
+    RESTART_FRACTION,
+    AdaptiveLimiter,
+    Permit,
+)
 
 SEEDS = range(10)
 
@@ -108,14 +114,14 @@ def test_one_burst_of_drops_is_one_decrease() -> None:
         permit.dropped()
     state = limiter.state
     assert (state.drops, state.decreases, state.in_flight) == (8, 1, 0)
-    assert state.limit == pytest.approx(8 * 0.95)
+    assert state.limit == pytest.approx(8 * BETA_MAX)
 
 
 def test_drops_in_quick_succession_decrease_harder() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(initial_limit=16, clock=clock)
     fill(limiter)[-1].dropped()  # at t=0: no calm at all
-    assert limiter.state.limit == pytest.approx(16 * 0.7)
+    assert limiter.state.limit == pytest.approx(16 * BETA_MIN)
 
 
 def test_an_outage_goes_to_the_floor_backs_off_and_recovers() -> None:
@@ -139,7 +145,38 @@ def test_an_outage_goes_to_the_floor_backs_off_and_recovers() -> None:
         assert limiter.state.paused_until == pytest.approx(clock.now + pause)
     clock.now = limiter.next_attempt_at() or math.inf
     fill(limiter)[0].success(0.1)  # the upstream answers again
-    assert limiter.state.limit >= 16 * 0.5  # restarts at half the last good limit
+    assert limiter.state.limit >= 16 * RESTART_FRACTION  # a share of the last good limit
+
+
+def test_a_retry_after_pause_holds_back_new_calls_only() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
+    first, second = limiter.try_acquire(), limiter.try_acquire()
+    assert first is not None
+    assert second is not None
+    first.dropped(retry_after_s=2.0)
+    state = limiter.state
+    assert (state.paused_until, state.pauses) == (2.0, 1)
+    assert limiter.try_acquire() is None  # slots are free, but the pause holds
+    assert limiter.next_attempt_at() == 2.0
+    clock.now = 1.0
+    second.success(1.0)  # a call in flight finishes as usual
+    clock.now = 1.999
+    assert limiter.try_acquire() is None
+    clock.now = 2.0
+    assert limiter.try_acquire() is not None
+    assert limiter.state.paused_until is None
+
+
+def test_the_rate_gauge_counts_successes_per_second() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=64, clock=clock)
+    for _ in range(600):  # 20 successes per second for 30 s
+        clock.now += 0.05
+        permit = limiter.try_acquire()
+        assert permit is not None
+        permit.success(0.05)
+    assert limiter.state.rate == pytest.approx(20.0, rel=0.05)
 
 
 def test_the_limit_stays_within_its_bounds() -> None:
@@ -182,10 +219,12 @@ def test_a_fractional_limit_is_kept_on_average() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(initial_limit=4, clock=clock)
     permits = fill(limiter)
-    permits.pop().dropped()  # at t=0, with no calm at all: limit 4 * 0.7 = 2.8
+    permits.pop().dropped()  # at t=0, with no calm at all: limit 4 * BETA_MIN (2.8)
     for permit in permits:
         permit.ignore()
-    assert limiter.state.limit == pytest.approx(2.8)
+    limit = limiter.state.limit
+    assert limit == pytest.approx(4 * BETA_MIN)
+    assert limit % 1 > 0.1
     running: list[tuple[float, Permit]] = []  # a backlog of 1 s calls, in virtual time
     busy = 0.0
     while clock.now < 200.0:
@@ -198,19 +237,23 @@ def test_a_fractional_limit_is_kept_on_average() -> None:
         for done in [call for call in running if call[0] <= clock.now]:
             running.remove(done)
             done[1].ignore()
-    assert busy / clock.now == pytest.approx(2.8, abs=0.02)
+    assert busy / clock.now == pytest.approx(limit, abs=0.02)
 
 
 def test_the_fractional_slot_reopens_after_its_debt_is_paid() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(initial_limit=4, clock=clock)
     permits = fill(limiter)
-    permits.pop().dropped()  # limit 2.8, three calls left in flight
+    permits.pop().dropped()  # limit 4 * BETA_MIN (2.8), three calls left in flight
+    frac = limiter.state.limit % 1
     clock.now = 1.0
-    permits.pop().ignore()  # two in flight; the fractional slot owes 0.2 slot-seconds
+    permits.pop().ignore()  # two in flight: the third slot was over-used for 1 s
     assert limiter.try_acquire() is None
-    assert limiter.next_attempt_at() == pytest.approx(1.0 + 0.2 / 0.8)
-    clock.now = 1.25
+    reopens = 1.0 + (1 - frac) / frac  # the debt of (1 - frac) slot-seconds, paid at frac/s
+    assert limiter.next_attempt_at() == pytest.approx(reopens)
+    clock.now = reopens - 0.01
+    assert limiter.try_acquire() is None
+    clock.now = reopens
     assert limiter.try_acquire() is not None
 
 
@@ -340,7 +383,7 @@ async def test_the_context_manager_never_leaks_a_slot() -> None:
 async def test_a_retry_after_pause_holds_back_acquire_until_it_ends() -> None:
     limiter = AdaptiveLimiter(initial_limit=4)
     with await limiter.acquire() as permit:
-        permit.dropped(retry_after_s=0.2)
+        permit.dropped(retry_after_s=0.5)
     paused_until = limiter.state.paused_until
     assert paused_until is not None
     waiting = asyncio.create_task(limiter.acquire())
@@ -363,163 +406,35 @@ async def test_acquire_honours_the_rate_cap_without_polling() -> None:
 
 # ---------------------------------------------------------------------------- scenarios
 
-Figures = dict[str, float]
-
-R = sim.RATE
-SLOW_CAPACITY = sim.CAP / 4.4  # the brief's figure: 64 calls in flight at the 4.4 s median
-NEVER = math.inf
+Figures = sim.Figures
 
 
-def _phase(scenario: sim.Scenario, index: int) -> float:
-    return scenario.upstream.phases[index].at_s
-
-
-def _first(trace: sim.Trace, t0: float, t1: float, ok: Callable[[float], bool]) -> float:
-    """Seconds after t0 until `ok` first holds (0.5 s grid), or NEVER."""
-    at = trace.first_time(t0, t1, ok)
-    return NEVER if at is None else at - t0
-
-
-def _measure_s1(t: sim.Trace) -> Figures:
-    end = t.scenario.duration_s
-    return {
-        "goodput/R": t.goodput(15, end) / R,
-        "429 share": t.share("429", 15, end),
-        "sent in pause": t.sends_during_retry_after(),
-        "first 0.9R s": _first(t, 0, 30, lambda x: t.goodput(x, x + 1) >= 0.9 * R),
-        "decreases/min": t.decreases(15, end) / (end - 15) * 60,
-    }
-
-
-def _measure_s2(t: sim.Trace) -> Figures:
-    drop, rise, end = _phase(t.scenario, 1), _phase(t.scenario, 2), t.scenario.duration_s
-    half = R / 2
-    fair = half * sim.FAST.mean_s  # the concurrency that sends exactly R/2 (Little's law)
-
-    def converged(x: float) -> bool:
-        return all(0.85 * fair <= v <= 1.15 * fair for v in t.limits(x, x + 0.5))
-
-    reached = _first(t, rise, end, lambda x: t.goodput(x, x + 5) >= 0.9 * R)
-    return {
-        "drop: limit +-15 % s": _first(t, drop, rise, converged),
-        "drop: goodput/cap": t.goodput(drop + 15, rise) / half,
-        "drop: 429 share": t.share("429", drop + 15, rise),
-        "rise: 0.9R s": reached,
-        "rise: goodput/R next 10 s": t.goodput(rise + reached, rise + reached + 10) / R,
-        "rise: goodput/R +30 s..": t.goodput(rise + 30, end) / R,
-        "sent in pause": t.sends_during_retry_after(),
-    }
-
-
-def _measure_s3(t: sim.Trace) -> Figures:
-    shift, end = _phase(t.scenario, 1), t.scenario.duration_s
-    at_shift = t.limits(shift - 0.25, shift + 0.25)[0]
-    quiet = [(x, x + 10) for x in range(int(shift), int(end) - 9, 10)]
-    return {
-        # From 1 s after the shift: the last 0.2 s calls have finished by then.
-        "0.9 cap s": 1
-        + _first(t, shift + 1, end, lambda x: t.completions(x, x + 10) >= 0.9 * SLOW_CAPACITY),
-        "throughput/cap": t.completions(shift + 60, end) / SLOW_CAPACITY,
-        "mean in flight": t.mean_in_flight(shift + 60, end),
-        "drops 30 s after shift": t.drops(shift, shift + 30),
-        "limit kept": min(t.limits(shift, shift + 30)) / at_shift,
-        "decreases w/o drop": len(set(t.decrease_times) - set(t.drop_times)),
-        "quiet windows w/ decrease": sum(
-            1 for a, b in quiet if t.drops(a, b) == 0 and t.decreases(a, b) > 0
-        ),
-    }
-
-
-def _measure_outage(t: sim.Trace, capacity: float, in_flight_cap: float | None) -> Figures:
-    down, up, end = _phase(t.scenario, 1), _phase(t.scenario, 3), t.scenario.duration_s
-    before = t.completions(down - 15, down)
-
-    def recovered(x: float) -> bool:
-        if in_flight_cap is not None:  # slow upstream: successes arrive 4.4 s after sending
-            return t.mean_in_flight(x, x + 2) >= 0.9 * in_flight_cap
-        return t.goodput(x, x + 5) >= 0.9 * capacity
-
-    limit_before = statistics.fmean(t.limits(down - 15, down))
-    return {
-        "calls in outage": t.sent(down, up),
-        "outage calls/60 s pre": t.sent(down, up) / (before * (up - down)),
-        "recovery s": _first(t, up, end, recovered),
-        "limit after/before": statistics.fmean(t.limits(up + 30, end)) / limit_before,
-        "min limit after": min(t.limits(up + 30, end)),
-    }
-
-
-def _measure_s4(t: sim.Trace) -> Figures:
-    return _measure_outage(t, R, None)
-
-
-def _measure_s4_slow(t: sim.Trace) -> Figures:
-    return _measure_outage(t, SLOW_CAPACITY, sim.CAP)
-
-
-def _measure_s5(t: sim.Trace) -> Figures:
-    offered = t.scenario.load.arrival_rate_per_s or 0.0
-    end = t.scenario.duration_s
-    return {
-        "decreases": t.decreases(0, end),
-        "drops": t.drops(0, end),
-        "goodput/offered": t.goodput(5, end - 1) / offered,
-    }
-
-
-OLD_WAY_S = 3000.0  # the baselines make few calls: a long run keeps their rate exact
-
-
-def _measure_ours(t: sim.Trace) -> Figures:
-    end = t.scenario.duration_s
-    reach = t.first_time(0, end, lambda x: max(t.limits(x, x + 0.5)) >= 0.9 * sim.CAP)
-    return {
-        "calls/s": t.completions(0, end),
-        "calls/s after 60 s": t.completions(60, end),
-        "0.9 cap limit s": NEVER if reach is None else reach,
-    }
-
-
-def _measure_baseline(t: sim.Trace) -> Figures:
-    return {"calls/s": t.completions(0, t.scenario.duration_s)}
-
-
-JOBS: dict[str, tuple[sim.Scenario, Callable[[sim.Trace], Figures]]] = {
-    "S1": (sim.S1_RATE_LIMIT, _measure_s1),
-    "S2": (sim.S2_STEP, _measure_s2),
-    "S3": (sim.S3_LATENCY_SHIFT, _measure_s3),
-    "S4": (sim.S4_OUTAGE, _measure_s4),
-    "S4 slow": (sim.S4_OUTAGE_SLOW, _measure_s4_slow),
-    "S5": (sim.S5_LIGHT_LOAD, _measure_s5),
-    "ours": (sim.SLOW_BACKLOG, _measure_ours),
-    "old way": (
-        replace(sim.SLOW_BACKLOG.with_client(sim.OLD_WAY), duration_s=OLD_WAY_S),
-        _measure_baseline,
-    ),
-    "fixed 4": (
-        replace(sim.SLOW_BACKLOG.with_client(sim.FIXED_4), duration_s=OLD_WAY_S),
-        _measure_baseline,
-    ),
-}
-
-
-def _run(job: tuple[str, int]) -> tuple[str, int, Figures]:
-    name, seed = job
-    scenario, measure = JOBS[name]
-    return name, seed, measure(sim.simulate(scenario, seed))
+def test_a_scenario_scales_in_time() -> None:
+    fast = sim.S2_STEP.scaled(10.0)
+    assert fast.duration_s == pytest.approx(sim.S2_STEP.duration_s / 10)
+    assert [p.at_s for p in fast.upstream.phases] == pytest.approx([0.0, 3.0, 7.5])
+    assert fast.upstream.phases[1].rate_per_s == pytest.approx(sim.RATE / 2 * 10)
+    assert fast.upstream.phases[0].latency.median_s == pytest.approx(0.005)
+    assert fast.upstream.retry_after_s == pytest.approx(0.1)
+    assert fast.client.timeout_s == pytest.approx(1.0)
+    assert sim.S2_STEP.scaled(1.0) == sim.S2_STEP
 
 
 @pytest.fixture(scope="module")
 def figures() -> dict[str, list[Figures]]:
-    """Every scenario on every seed: name -> one dict of figures per seed."""
-    jobs = [(name, seed) for name in JOBS for seed in SEEDS]
+    """Every suite entry on every seed: name -> one dict of figures per seed.
+
+    Spread over worker processes ("spawn": they import only the simulator and the limiter).
+    """
+    jobs = [(name, seed) for name in sim.SUITE for seed in SEEDS]
     workers = min(4, os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_run, jobs))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = list(pool.map(sim.run_suite_job, jobs))
     else:
-        results = [_run(job) for job in jobs]
-    out: dict[str, list[Figures]] = {name: [] for name in JOBS}
+        results = [sim.run_suite_job(job) for job in jobs]
+    out: dict[str, list[Figures]] = {name: [] for name in sim.SUITE}
     for name, _, figs in results:
         out[name].append(figs)
     return out
