@@ -9,7 +9,8 @@ How the HTTP processor classifies an API call (and what it tells the limiter):
     2xx, valid result         -> result                          success(latency)
     2xx, not JSON / invalid   -> PermanentError invalid_result    success(latency)
     429                       -> TransientError http_429         dropped(Retry-After)
-    408, 5xx                  -> TransientError http_<status>    dropped(Retry-After)
+    408, 502, 503, 504        -> TransientError http_<status>    dropped(Retry-After)
+    500, 501, other 5xx       -> TransientError http_<status>    ignore()
     timeout                   -> TransientError timeout          dropped()
     connection / transport    -> TransientError connect|transport dropped()
     other 4xx (and 1xx/3xx)   -> PermanentError http_<status>    ignore()
@@ -65,6 +66,9 @@ beyond it the retry topics, with their longer delays, are the better place to wa
 MAX_RETRY_AFTER_S = 300.0
 """A longer Retry-After is taken as this: one bad header must not stall the limiter for
 hours (the retry topics' delays take over)."""
+CAPACITY_STATUSES = frozenset({408, 429, 502, 503, 504})
+"""Statuses that say "too much load": the limiter backs off. A 500 or 501 is about the one
+request; a trickle of them must not drag a loss-driven limit down (still retried, though)."""
 SHARD_CONNECTIONS = 4
 """Connections per httpx client. httpcore's pool does work quadratic in its connections on
 every request: one client of 64 connections cost 9 ms of CPU per call here, clients of 4
@@ -300,7 +304,10 @@ class HttpProcessor(_Lifecycle):
         if status == 408 or status == 429 or 500 <= status < 600:
             API_RESPONSES.labels("429" if status == 429 else f"{status // 100}xx").inc()
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            permit.dropped(retry_after)
+            if status in CAPACITY_STATUSES:
+                permit.dropped(retry_after)
+            else:
+                permit.ignore()
             return TransientError(
                 f"parse API: HTTP {status}", reason=f"http_{status}", retry_after=retry_after
             )

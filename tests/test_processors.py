@@ -167,10 +167,13 @@ async def test_http_classifies_each_answer(
     before = _responses(status_class)
     async with HttpProcessor(_settings(url), max_attempts=1) as processor:
         (outcome,) = await processor.process_many([_sms(1)])
+        drops = processor.limiter.state.drops
     assert type(outcome) is kind
     assert isinstance(outcome, ProcessingError)
     assert outcome.reason == reason
     assert _responses(status_class) - before == 1
+    # Only load signals shrink the limit: a 500 is about one request, a 4xx about nothing.
+    assert drops == (1 if reason in ("http_429", "http_503", "http_408") else 0)
     if reason == "http_429":
         assert isinstance(outcome, TransientError)
         assert outcome.retry_after == 7.0
