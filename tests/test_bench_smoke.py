@@ -1,0 +1,32 @@
+"""The benchmarks keep working: their smoke versions run end to end on the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_WITHIN_S = 600
+
+
+@pytest.mark.parametrize("module", ["bench", "bench.limiter_scenarios"])
+async def test_bench_smoke_runs_and_prints_its_table(stack: Any, module: str) -> None:
+    env = {"STREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "STREAM_MONGO_URL": stack.mongo_url}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", module, "--smoke"],
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_WITHIN_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "|---" in result.stdout
