@@ -36,7 +36,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "STREAM_API_TIMEOUT_MS": ("10000", "read timeout of one API call"),
     "STREAM_BATCH_MAX": ("500", "max records per micro-batch"),
     "STREAM_BATCH_WAIT_MS": ("50", "max time to gather a micro-batch"),
-    "STREAM_MAX_IN_FLIGHT": ("5000", "records fetched but not settled before fetching pauses"),
+    "STREAM_MAX_IN_FLIGHT": ("2000", "records fetched but not settled before fetching pauses"),
     "STREAM_RETRY_DELAYS": ("5s,30s,5m", "one retry topic per delay (ms, s, m, h units)"),
     "STREAM_DRAIN_TIMEOUT_MS": ("15000", "bound on draining in-flight work at shutdown/revoke"),
     "STREAM_MAX_SMS_BYTES": ("65536", "records with a larger value go to the DLQ"),
@@ -104,7 +104,7 @@ class Settings:
     api_timeout_s: float = 10.0
     batch_max: int = 500
     batch_wait_s: float = 0.05
-    max_in_flight: int = 5000
+    max_in_flight: int = 2000
     retry_delays_s: tuple[float, ...] = (5.0, 30.0, 300.0)
     drain_timeout_s: float = 15.0
     max_sms_bytes: int = 65536
