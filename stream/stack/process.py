@@ -62,8 +62,9 @@ class Proc:
         """The process's argv while it is still ours and not a zombie, else None."""
         child = _CHILDREN.get(self.pid)
         if child is not None and child.poll() is not None:
+            # Reaped now; /proc below decides. poll() alone can be wrong: if anyone else
+            # reaps children, it sees ECHILD and reports a live process as exited.
             del _CHILDREN[self.pid]
-            return None
         try:
             state, start_ticks = _stat(self.pid)
             raw = Path(f"/proc/{self.pid}/cmdline").read_bytes()
