@@ -46,6 +46,7 @@ HTTP_DEMO_UPSTREAM = UpstreamBehaviour(
 SHOWN_METRICS = (
     "stream_records_consumed_total",
     "stream_sms_stored_total",
+    "stream_sms_already_stored_total",
     "stream_sms_retried_total",
     "stream_sms_dead_lettered_total",
     "stream_commits_total",
@@ -146,7 +147,7 @@ def _report_metrics() -> None:
     print("\nMetrics (as served on /metrics):")
     for family in REGISTRY.collect():
         for sample in family.samples:
-            if sample.name in SHOWN_METRICS:
+            if sample.name in SHOWN_METRICS and sample.value:
                 labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
                 print(f"  {sample.name}{{{labels}}} {sample.value:g}")
 
@@ -165,7 +166,7 @@ async def _demo(args: argparse.Namespace) -> None:
         mongo_collection=f"messages_{run}",
         retry_delays_s=(1.0, 3.0),
         metrics_port=free_port(),
-        log_level="WARNING",
+        log_level="ERROR",
     )
     upstream = None
     if args.http:
@@ -211,7 +212,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", default=".stack", help="stack directory")
     args = parser.parse_args(argv)
-    logs.configure("WARNING")
+    logs.configure("ERROR")
     try:
         asyncio.run(_demo(args))
     except KeyboardInterrupt:

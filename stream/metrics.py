@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "ALREADY_STORED",
     "API_LATENCY",
     "API_RESPONSES",
     "BATCH_CYCLE",
@@ -60,6 +61,10 @@ RECORDS_CONSUMED = Counter(
     "stream_records_consumed_total", "Kafka records taken into processing", ["topic"]
 )
 STORED = Counter("stream_sms_stored_total", "SMS documents durably written to MongoDB")
+ALREADY_STORED = Counter(
+    "stream_sms_already_stored_total",
+    "Processed SMS whose id was already stored (redelivered, or duplicated in the input)",
+)
 RETRIED = Counter("stream_sms_retried_total", "SMS published to a retry topic", ["retry_level"])
 DEAD_LETTERED = Counter(
     "stream_sms_dead_lettered_total", "SMS published to the dead-letter topic", ["reason"]

@@ -109,7 +109,7 @@ class BatchHandler:
             topic, not_before = self._settings.dlq_topic, None
             metrics.DEAD_LETTERED.labels(error.reason).inc()
             log.warning(
-                "dead-lettered after %d attempts: %s",
+                "dead-lettered at attempt %d: %s",
                 attempt,
                 error.reason,
                 extra={
@@ -183,10 +183,10 @@ class BatchHandler:
                 documents.append(self._document(sms, result, origin, now))
                 stored_from.append((item, origin))
 
-        rejected, _ = await asyncio.gather(
+        written, _ = await asyncio.gather(
             self._sink.write(documents), self._router.publish(deliveries)
         )
-        if rejected:
+        if written.rejected:
             await self._router.publish(
                 [
                     self._failure(
@@ -194,11 +194,12 @@ class BatchHandler:
                         stored_from[r.index][1],
                         PermanentError(r.message, reason="unstorable"),
                     )
-                    for r in rejected
+                    for r in written.rejected
                 ]
             )
         _settle(batch)
-        metrics.STORED.inc(len(documents) - len(rejected))
+        metrics.STORED.inc(written.inserted)
+        metrics.ALREADY_STORED.inc(len(documents) - len(written.rejected) - written.inserted)
         now_ms = time.time() * 1000
         for item, _ in stored_from:
             metrics.END_TO_END_DELAY.observe(max(0.0, (now_ms - item.record.timestamp) / 1000))

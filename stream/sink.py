@@ -24,7 +24,7 @@ from pymongo.write_concern import WriteConcern
 
 from stream import metrics
 
-__all__ = ["DocumentRejected", "MongoSink"]
+__all__ = ["DocumentRejected", "MongoSink", "WriteOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,16 @@ class DocumentRejected:
 
 
 DUPLICATE_KEY = 11000
+
+
+class WriteOutcome:
+    """How many documents were new, and which the server refused for good."""
+
+    __slots__ = ("inserted", "rejected")
+
+    def __init__(self, inserted: int, rejected: list[DocumentRejected]) -> None:
+        self.inserted = inserted
+        self.rejected = rejected
 
 
 def _is_transient(exc: PyMongoError) -> bool:
@@ -78,8 +88,8 @@ class MongoSink:
             self.healthy = True
         return self.healthy
 
-    async def write(self, documents: Sequence[dict[str, Any]]) -> list[DocumentRejected]:
-        """Insert every document not stored yet; return those the server refuses for good.
+    async def write(self, documents: Sequence[dict[str, Any]]) -> WriteOutcome:
+        """Insert every document not stored yet; count the new ones, return the refused ones.
 
         Retries transient failures with capped exponential backoff for as long as it takes;
         the caller bounds that by cancelling (shutdown). After per-document errors the
@@ -87,7 +97,8 @@ class MongoSink:
         servers (FerretDB) may stop a bulk at the first failing document.
         """
         if not documents:
-            return []
+            return WriteOutcome(0, [])
+        inserted = 0
         rejected: list[DocumentRejected] = []
         remaining = list(enumerate(documents))
         delay = BACKOFF_FIRST_S
@@ -96,6 +107,7 @@ class MongoSink:
             try:
                 await self._collection.insert_many([d for _, d in remaining], ordered=False)
             except BulkWriteError as exc:
+                inserted += exc.details.get("nInserted", 0)
                 refused = [
                     e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY
                 ]
@@ -120,7 +132,8 @@ class MongoSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
             else:
+                inserted += len(remaining)
                 break
         self.healthy = True
         metrics.MONGO_WRITE.observe(time.perf_counter() - started)
-        return rejected
+        return WriteOutcome(inserted, rejected)

@@ -86,7 +86,7 @@ async def test_metrics_health_and_logs_follow_the_work(
 ) -> None:
     settings, collection = env["settings"], env["collection"]
     values = [sms_value(n, prefix="m") for n in range(200)]
-    await produce(settings.kafka_bootstrap, settings.topic, [*values, b"{broken"])
+    await produce(settings.kafka_bootstrap, settings.topic, [*values, *values[:10], b"{broken"])
     process = StreamProcess(settings, tmp_path / "run.log")
     try:
         async with httpx.AsyncClient(base_url=process.metrics_url, timeout=5) as http:
@@ -94,13 +94,14 @@ async def test_metrics_health_and_logs_follow_the_work(
             assert (await http.get("/healthz")).json()["ok"] is True
             await eventually(lambda: _count_at_least(collection, 200), what="200 stored")
             await eventually(
-                lambda: _committed_at_least(kafka_admin, settings, 201), what="commit all"
+                lambda: _committed_at_least(kafka_admin, settings, 211), what="commit all"
             )
             samples = await eventually(lambda: _scrape_when_settled(http), what="metrics settle")
     finally:
         assert await process.stop() == 0
     assert samples[("stream_sms_stored_total", ())] == await collection.count_documents({})
-    assert samples[("stream_records_consumed_total", (("topic", settings.topic),))] == 201
+    assert samples[("stream_sms_already_stored_total", ())] == 10
+    assert samples[("stream_records_consumed_total", (("topic", settings.topic),))] == 211
     assert samples[("stream_sms_dead_lettered_total", (("reason", "invalid_json"),))] == 1
     assert samples[("stream_commits_total", ())] >= 1
     assert samples[("stream_batch_size_count", ())] >= 1
