@@ -8,7 +8,7 @@ processor keeps dead-lettering (a replayed record that fails again lands behind 
 1. publishes the selected records to the main topic and waits until Kafka acknowledged all,
 2. then commits the batch's last offset + 1, skipped records included.
 
-A crash between 1 and 2 replays that batch again (at-least-once; the sink upserts by id),
+A crash between 1 and 2 replays that batch again (at-least-once; the sink keys by id),
 but a run that finished never replays the same DLQ record again. Each `--reason` gets its
 own default group, because a group has one position per partition: with a shared group,
 replaying one error class would move past the others for good.

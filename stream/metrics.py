@@ -94,7 +94,7 @@ API_LATENCY = Histogram(
     "stream_api_latency_seconds", "Upstream API call latency", buckets=_SLOW_BUCKETS
 )
 MONGO_WRITE = Histogram(
-    "stream_mongo_write_seconds", "Duration of one MongoDB bulk upsert", buckets=_FAST_BUCKETS
+    "stream_mongo_write_seconds", "Duration of one MongoDB bulk write", buckets=_FAST_BUCKETS
 )
 END_TO_END_DELAY = Histogram(
     "stream_end_to_end_delay_seconds",

@@ -5,7 +5,7 @@ Steps, in this order (the order is what makes commits safe):
 2. process the valid SMS concurrently (the processor applies the adaptive limiter);
 3. split by outcome: results become documents, transient failures go to the next retry
    topic (or the DLQ after the last one), permanent failures go to the DLQ;
-4. write the documents in one bulk upsert and publish the failures, concurrently; a
+4. write the documents in one bulk insert-if-absent and publish the failures, concurrently; a
    document the server refuses for good is dead-lettered too;
 5. only then mark every offset of the batch settled; the consumer loop commits.
 If step 4 cannot complete (MongoDB or Kafka down), the batch waits and nothing is settled.
