@@ -28,10 +28,10 @@ from pymongo import AsyncMongoClient
 from stream import logs
 from stream.app import serve
 from stream.config import Settings
+from stream.dlq import dlq_entries
 from stream.kafka import client_options, ensure_topics
 from stream.logs import mask
 from stream.produce import produce_records, synthetic_records
-from stream.routing import ERROR_CLASS, ERROR_MESSAGE, header
 from stream.stack import ensure_up
 from stream.stack.process import free_port
 from stream.upstream import ReferenceUpstream, UpstreamBehaviour
@@ -118,29 +118,12 @@ async def _report_mongo(settings: Settings) -> None:
 
 
 async def _report_dlq(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        tps = await _partitions(admin, [settings.dlq_topic])
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records = []
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    reasons = Counter(header(r.headers, ERROR_CLASS) for r in records)
-    print(f"\nDead-letter topic {settings.dlq_topic}: {len(records)} records")
+    entries = [entry async for entry in dlq_entries(settings)]
+    reasons = Counter(str(entry["error_class"]) for entry in entries)
+    print(f"\nDead-letter topic {settings.dlq_topic}: {len(entries)} records")
     for reason, count in reasons.most_common():
-        example = next(r for r in records if header(r.headers, ERROR_CLASS) == reason)
-        print(f"  {reason:<14} {count:>4}  e.g. {header(example.headers, ERROR_MESSAGE)}")
+        example = next(e for e in entries if str(e["error_class"]) == reason)
+        print(f"  {reason:<14} {count:>4}  e.g. {example['error_message']}")
 
 
 def _report_metrics() -> None:
