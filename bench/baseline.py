@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
-from stream.parser import parse_sms
+from stream.sms.parser import parse_sms
 
 BATCH = 500
 """STREAM_BATCH_MAX's default, so both fetch the same batches."""

@@ -24,7 +24,7 @@ from typing import Any
 from bench.figures import ScenarioResult, markdown
 from bench.harness import BENCH_DIR, BenchError, Context, machine
 from bench.scenarios import SCENARIOS
-from stream.stack import ensure_up
+from stream.devkit.stack import ensure_up
 
 __all__ = ["main"]
 

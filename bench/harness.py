@@ -34,12 +34,12 @@ from aiokafka.errors import KafkaError
 from pymongo import AsyncMongoClient
 
 from bench.figures import Metrics
+from stream.adapters.kafka import ensure_topics
 from stream.config import Settings
-from stream.kafka import ensure_topics
-from stream.produce import produce_records, synthetic_records
-from stream.stack import StackEndpoints
-from stream.stack.process import free_port
-from stream.upstream import PARSE_PATH
+from stream.devkit.stack import StackEndpoints
+from stream.devkit.stack.process import free_port
+from stream.devkit.upstream import PARSE_PATH
+from stream.tools.produce import produce_records, synthetic_records
 
 __all__ = [
     "BENCH_DIR",

@@ -58,16 +58,16 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from stream.codec import decode_sms
 from stream.config import Settings
-from stream.limiter import AdaptiveLimiter
-from stream.metrics import API_RESPONSES
-from stream.models import Sms
-from stream.processors import RETRY_BUDGET_S, HttpProcessor
-from stream.stack.process import free_port
-from stream.synthetic import synthetic_sms
-from stream.upstream import PARSE_PATH, UpstreamBehaviour
-from tests import limiter_sim as sim
+from stream.devkit import limiter_sim as sim
+from stream.devkit.stack.process import free_port
+from stream.devkit.upstream import PARSE_PATH, UpstreamBehaviour
+from stream.observability.metrics import API_RESPONSES
+from stream.processors.http import RETRY_BUDGET_S, HttpProcessor
+from stream.processors.limiter import AdaptiveLimiter
+from stream.sms.codec import decode_sms
+from stream.sms.models import Sms
+from stream.tools.synthetic import synthetic_sms
 
 __all__ = ["PLANS", "Figure", "Plan", "main", "markdown", "run"]
 

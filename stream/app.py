@@ -15,19 +15,22 @@ import signal
 import time
 from contextlib import AsyncExitStack
 
-from stream import logs, metrics
+from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
+from stream.adapters.mongo import MongoSink
+from stream.adapters.publisher import Router
 from stream.config import Settings
-from stream.consumer import ConsumerLoop
+from stream.engine.batch import BatchHandler
+from stream.engine.loop import ConsumerLoop
+from stream.engine.ports import Processor
 from stream.errors import ConfigError
-from stream.health import Probes, routes
-from stream.httpserver import HttpServer
-from stream.kafka import ensure_topics, new_consumer, new_producer
-from stream.pipeline import BatchHandler
-from stream.processors import Processor, build_processor
-from stream.routing import Router
-from stream.sink import MongoSink
+from stream.observability import logs, metrics
+from stream.observability.health import Probes, routes
+from stream.observability.httpserver import HttpServer
+from stream.processors.builtin import BuiltinProcessor
+from stream.processors.http import HttpProcessor
+from stream.processors.limiter import AdaptiveLimiter
 
-__all__ = ["main", "serve"]
+__all__ = ["build_processor", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +39,19 @@ MONGO_PING_EVERY = 5
 """Readiness pings MongoDB every 5 s: often enough for a probe, rare enough to be free."""
 
 
-async def _watch(processor: Processor, sink: MongoSink) -> None:
+def build_processor(settings: Settings) -> BuiltinProcessor | HttpProcessor:
+    """The processor `settings.processor` names; the caller closes it."""
+    if settings.processor == "http":
+        return HttpProcessor(settings)
+    return BuiltinProcessor()
+
+
+async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
     """Publish limiter gauges each second and refresh MongoDB reachability."""
     tick = drops_seen = 0
     while True:
-        if processor.limiter is not None:
-            state = processor.limiter.state
+        if limiter is not None:
+            state = limiter.state
             metrics.LIMITER_DROPS.inc(state.drops - drops_seen)
             drops_seen = state.drops
             metrics.LIMITER_LIMIT.set(state.limit)
@@ -55,10 +65,10 @@ async def _watch(processor: Processor, sink: MongoSink) -> None:
         await asyncio.sleep(WATCH_INTERVAL_S)
 
 
-def _limiter_open(processor: Processor) -> bool:
-    if processor.limiter is None:
+def _limiter_open(limiter: AdaptiveLimiter | None) -> bool:
+    if limiter is None:
         return True
-    paused_until = processor.limiter.state.paused_until
+    paused_until = limiter.state.paused_until
     return paused_until is None or paused_until <= time.monotonic()
 
 
@@ -73,8 +83,10 @@ async def serve(
     async with AsyncExitStack() as stack:
         partitions = await ensure_topics(settings)
         if processor is None:
-            processor = build_processor(settings)
-            stack.push_async_callback(processor.aclose)
+            built = build_processor(settings)
+            stack.push_async_callback(built.aclose)
+            processor = built
+        limiter = processor.limiter if isinstance(processor, HttpProcessor) else None
         sink = MongoSink(settings.mongo_url, settings.mongo_db, settings.mongo_collection)
         stack.push_async_callback(sink.aclose)
         producer = new_producer(settings)
@@ -90,12 +102,12 @@ async def serve(
             last_iteration=lambda: loop.last_iteration,
             joined=lambda: loop.joined,
             mongo_ok=lambda: sink.healthy,
-            limiter_open=lambda: _limiter_open(processor),
+            limiter_open=lambda: _limiter_open(limiter),
         )
         server = await stack.enter_async_context(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
-        watcher = asyncio.create_task(_watch(processor, sink))
+        watcher = asyncio.create_task(_watch(limiter, sink))
         stack.callback(watcher.cancel)
         loop.subscribe()
         log.info(

@@ -13,11 +13,11 @@ __all__ = ["main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("stream.app", "run one consumer of the group (config from STREAM_* variables)"),
-    "produce": ("stream.produce", "produce SMS from a JSON-lines file or a synthetic generator"),
-    "dlq": ("stream.dlq", "list or replay the dead-letter topic"),
-    "upstream": ("stream.upstream", "run the reference parse API with settable faults"),
-    "stack": ("stream.stack", "local dev-stack: up, down, status"),
-    "demo": ("stream.demo", "end to end on the local stack: produce, process, show results"),
+    "produce": ("stream.tools.produce", "produce SMS from a JSON-lines file or synthetic ones"),
+    "dlq": ("stream.tools.dlq", "list or replay the dead-letter topic"),
+    "upstream": ("stream.devkit.upstream", "run the reference parse API with settable faults"),
+    "stack": ("stream.devkit.stack", "local dev-stack: up, down, status"),
+    "demo": ("stream.devkit.demo", "end to end on the local stack: produce, process, show results"),
 }
 
 

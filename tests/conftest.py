@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from stream.stack import (
+from stream.devkit.stack import (
     MongoServer,
     StackEndpoints,
     default_cache_dir,

@@ -18,11 +18,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.app import serve
 from stream.config import Settings
+from stream.devkit.stack import StackEndpoints
+from stream.devkit.stack.process import free_port
+from stream.engine.ports import Processor
 from stream.errors import PermanentError, TransientError
-from stream.models import Sms
-from stream.processors import Outcome, Processor
-from stream.stack import StackEndpoints
-from stream.stack.process import free_port
+from stream.sms.models import Outcome, Sms
 
 T = TypeVar("T")
 

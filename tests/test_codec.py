@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.codec import decode_sms
 from stream.errors import PermanentError
+from stream.sms.codec import decode_sms
 
 MAX = 65536
 GOOD = {

@@ -9,11 +9,11 @@ Pure file checks (PyYAML; no cluster, no Docker):
   the Deployment's pods and its `metrics` port;
 - the topic scripts (Kubernetes Job, compose `topic-init`) create exactly the topics
   `Settings` derives, and the autoscaler never outgrows the main topic's partitions;
-- the Grafana dashboard queries only series that `stream.metrics` exposes.
+- the Grafana dashboard queries only series that `stream.observability.metrics` exposes.
 
 The Kubernetes checks run on `_kustomize_build`, a small Python rendering of
 `kustomize build` that knows just what our kustomizations use, for the base and for the
-production overlay. `deploy/local/` belongs to the local stack and is not checked here.
+production overlay.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-import stream.metrics
+import stream.observability.metrics
 from stream.config import SETTINGS_DOC, Settings, parse_duration
 
 Obj = dict[str, Any]
@@ -200,8 +200,8 @@ def _exposed_series() -> set[str]:
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     return {
         family.name + suffix
-        for attribute in stream.metrics.__all__
-        for family in getattr(stream.metrics, attribute).describe()
+        for attribute in stream.observability.metrics.__all__
+        for family in getattr(stream.observability.metrics, attribute).describe()
         for suffix in suffixes[family.type]
     }
 

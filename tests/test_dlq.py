@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 from pipeline_support import read_topic
 
+from stream.adapters.kafka import new_producer
+from stream.adapters.publisher import Router
 from stream.config import Settings
-from stream.kafka import new_producer
-from stream.logs import mask
-from stream.routing import Delivery, Router
-from stream.stack import StackEndpoints
+from stream.devkit.stack import StackEndpoints
+from stream.engine.failures import Delivery
+from stream.observability.logs import mask
 
 NewTopicFactory = Callable[..., Awaitable[str]]
 UniqueName = Callable[..., str]

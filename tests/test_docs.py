@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from stream import metrics
 from stream.cli import COMMANDS
+from stream.observability import metrics
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

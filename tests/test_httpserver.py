@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from stream.httpserver import (
+from stream.observability.httpserver import (
     Abort,
     HttpServer,
     Request,

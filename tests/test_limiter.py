@@ -15,12 +15,12 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import limiter_sim as sim
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.limiter import (
+from stream.devkit import limiter_sim as sim
+from stream.processors.limiter import (
     BACKOFF_BASE_S,
     BETA_MAX,
     BETA_MIN,

@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from stream.logs import JsonFormatter, mask
+from stream.observability.logs import JsonFormatter, mask
 
 
 def test_mask_keeps_last_digits_only() -> None:

@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.offsets import OffsetTracker, PartitionOffsets
+from stream.engine.offsets import OffsetTracker, PartitionOffsets
 
 TP = TopicPartition("t", 0)
 

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.errors import PermanentError
-from stream.parser import (
+from stream.sms.parser import (
     CATEGORIES,
     MAX_TEXT_CHARS,
     RESULT_KEYS,

@@ -18,7 +18,7 @@ from pipeline_support import (
     sms_value,
 )
 
-from stream.routing import (
+from stream.engine.failures import (
     ATTEMPT,
     ERROR_CLASS,
     ERROR_MESSAGE,

@@ -16,10 +16,10 @@ from pipeline_support import (
     sms_value,
 )
 
-from stream.parser import parse_sms
-from stream.processors import HttpProcessor
-from stream.routing import ATTEMPT, ERROR_CLASS, header
-from stream.upstream import ReferenceUpstream, UpstreamBehaviour
+from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
+from stream.engine.failures import ATTEMPT, ERROR_CLASS, header
+from stream.processors.http import HttpProcessor
+from stream.sms.parser import parse_sms
 
 pytestmark = pytest.mark.stack
 

@@ -12,19 +12,15 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from stream.app import build_processor
 from stream.config import Settings
+from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
 from stream.errors import PermanentError, ProcessingError, TransientError
-from stream.httpserver import HttpServer, Request, Response, json_response
-from stream.models import Sms
-from stream.parser import parse_sms
-from stream.processors import (
-    MAX_RETRY_AFTER_S,
-    BuiltinProcessor,
-    HttpProcessor,
-    build_processor,
-    parse_retry_after,
-)
-from stream.upstream import ReferenceUpstream, UpstreamBehaviour
+from stream.observability.httpserver import HttpServer, Request, Response, json_response
+from stream.processors.builtin import BuiltinProcessor
+from stream.processors.http import MAX_RETRY_AFTER_S, HttpProcessor, parse_retry_after
+from stream.sms.models import Sms
+from stream.sms.parser import parse_sms
 
 BODIES = [
     ("MPESA", "QK12AB Confirmed. Ksh1,500.00 sent to JOHN DOE 0712345678 on 1/2/24."),

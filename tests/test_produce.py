@@ -18,9 +18,9 @@ import pytest
 from pipeline_support import read_topic
 
 from stream.config import Settings
+from stream.devkit.stack import StackEndpoints
 from stream.errors import StreamError
-from stream.produce import file_records, produce_records, synthetic_records
-from stream.stack import StackEndpoints
+from stream.tools.produce import file_records, produce_records, synthetic_records
 
 NewTopicFactory = Callable[..., Awaitable[str]]
 

@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from stream.stack import KAFKA_ENV, MONGO_ENV, MongoServer, StackEndpoints
+from stream.devkit.stack import KAFKA_ENV, MONGO_ENV, MongoServer, StackEndpoints
 
 MongoDoc = dict[str, Any]
 NewTopicFactory = Callable[..., Awaitable[str]]

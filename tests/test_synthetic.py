@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from stream.codec import decode_sms
 from stream.errors import PermanentError
-from stream.parser import CATEGORIES, parse_sms
-from stream.synthetic import (
+from stream.sms.codec import decode_sms
+from stream.sms.parser import CATEGORIES, parse_sms
+from stream.tools.synthetic import (
     DEFAULT_MAX_SMS_BYTES,
     labelled_sms,
     malformed_records,

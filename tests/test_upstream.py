@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from stream.parser import parse_sms
-from stream.upstream import (
+from stream.devkit.upstream import (
     Phase,
     ReferenceUpstream,
     UpstreamBehaviour,
     main,
     parse_schedule,
 )
+from stream.sms.parser import parse_sms
 
 WAIT_S = 5.0  # bound on waiting for a condition; never a fixed sleep
 POLL_S = 0.01

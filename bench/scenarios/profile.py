@@ -2,7 +2,7 @@
 
 `stream run` runs under a sampling profiler (bench/profiled.py) on a backlog, and is
 stopped once the group has committed it. Printed: SMS/s under the profiler, self time by
-module of ours (stream.parser, stream.codec, ...) and by library (aiokafka, pymongo, bson,
+module of ours (stream.sms.parser, stream.sms.codec, ...) and by library (aiokafka, pymongo, bson,
 prometheus_client, asyncio, idle waiting for I/O), and the functions with the most self
 time; bench/profile.html holds the whole tree,
 bench/profile.txt the same as text.

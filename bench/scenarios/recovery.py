@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.figures import Figure, ScenarioResult
 from bench.harness import BenchError, Context, StreamChild
-from stream.produce import Record, produce_records, synthetic_records
+from stream.tools.produce import Record, produce_records, synthetic_records
 
 __all__ = ["run"]
 

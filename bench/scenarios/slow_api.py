@@ -24,7 +24,7 @@ import orjson
 
 from bench.figures import Figure, ScenarioResult, ratios
 from bench.harness import Context, StreamChild, UpstreamChild
-from stream.synthetic import synthetic_sms
+from stream.tools.synthetic import synthetic_sms
 
 __all__ = ["run"]
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.errors import StackError
-from stream.stack import kafka, mongo
-from stream.stack.process import (
+from stream.devkit.stack import kafka, mongo
+from stream.devkit.stack.process import (
     Proc,
     default_cache_dir,
     file_lock,
@@ -31,6 +30,7 @@ from stream.stack.process import (
     stop,
     wait_ready,
 )
+from stream.errors import StackError
 
 __all__ = [
     "KAFKA_ENV",

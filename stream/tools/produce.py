@@ -24,10 +24,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from stream.adapters.kafka import client_options, ensure_topics
 from stream.config import Settings
 from stream.errors import ConfigError, StreamError
-from stream.kafka import client_options, ensure_topics
-from stream.synthetic import DEFAULT_MAX_SMS_BYTES, malformed_records, synthetic_sms
+from stream.tools.synthetic import DEFAULT_MAX_SMS_BYTES, malformed_records, synthetic_sms
 
 __all__ = ["Pacer", "file_records", "main", "produce_records", "synthetic_records"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream.httpserver import Request, Response, Routes, json_response
+from stream.observability.httpserver import Request, Response, Routes, json_response
 
 __all__ = ["LIVENESS_STALL_S", "Probes", "routes"]
 

@@ -1,4 +1,4 @@
-"""What turns an Sms into a parse result: the builtin parser or the parse API over HTTP.
+"""The HTTP processor: each SMS POSTed to the parse API under the adaptive limiter.
 
 `process_many` returns one outcome per SMS, in batch order: the result dict, or the
 `TransientError` / `PermanentError` that SMS met. Those are returned, never raised, so one
@@ -29,34 +29,27 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Any, Protocol, Self
 
 import httpx
 import orjson
 
 from stream.config import Settings
-from stream.errors import PermanentError, ProcessingError, TransientError
-from stream.limiter import AdaptiveLimiter, Permit
-from stream.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
-from stream.models import Sms
-from stream.parser import parse_sms, validate_result
+from stream.errors import PermanentError, TransientError
+from stream.observability.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
+from stream.processors.lifecycle import Lifecycle
+from stream.processors.limiter import AdaptiveLimiter, Permit
+from stream.sms.models import Outcome, Sms
+from stream.sms.parser import validate_result
 
 __all__ = [
     "MAX_ATTEMPTS",
     "MAX_RETRY_AFTER_S",
     "RETRY_BUDGET_S",
-    "BuiltinProcessor",
     "HttpProcessor",
-    "Outcome",
-    "Processor",
-    "build_processor",
     "parse_retry_after",
 ]
 
 logger = logging.getLogger(__name__)
-
-Outcome = dict[str, Any] | ProcessingError
 
 MAX_ATTEMPTS = 3
 """API calls per SMS per batch: rides out a blip without holding the batch for long."""
@@ -79,64 +72,6 @@ CONNECT_TIMEOUT_S = 5.0
 """Connecting is quick or broken; failing fast lets the limiter see the outage."""
 WRITE_TIMEOUT_S = 5.0
 """A request is a few KiB: a write that stalls this long means a dead peer."""
-
-
-class Processor(Protocol):
-    """Turns a batch of SMS into outcomes; `limiter` is None when no API is involved."""
-
-    name: str
-
-    @property
-    def limiter(self) -> AdaptiveLimiter | None: ...
-
-    async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class _Lifecycle:
-    """`async with` support and a guard against use after `aclose`."""
-
-    _closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{type(self).__name__} is closed")
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> Self:
-        self._check_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class BuiltinProcessor(_Lifecycle):
-    """The local parser in a tight loop: no await per SMS, the hot path of the builtin mode."""
-
-    name = "builtin"
-
-    @property
-    def limiter(self) -> None:
-        return None
-
-    async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]:
-        """Parse every SMS (parse_sms never raises); observes PROCESSING_DURATION once per
-        batch, as the per-SMS average, so the metric costs nothing per SMS."""
-        self._check_open()
-        started = time.perf_counter()
-        results: list[Outcome] = [parse_sms(sms.body, sms.sender) for sms in batch]
-        if batch:
-            PROCESSING_DURATION.observe((time.perf_counter() - started) / len(batch))
-        return results
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -206,7 +141,7 @@ class _ClientPool:
             await client.aclose()
 
 
-class HttpProcessor(_Lifecycle):
+class HttpProcessor(Lifecycle):
     """POSTs each SMS to the parse API, concurrently, under an AdaptiveLimiter it owns.
 
     The connection pool is larger than the limiter's maximum (see `_ClientPool`). The API
@@ -316,8 +251,3 @@ class HttpProcessor(_Lifecycle):
         return PermanentError(f"parse API: HTTP {status}", reason=f"http_{status}")
 
 
-def build_processor(settings: Settings) -> BuiltinProcessor | HttpProcessor:
-    """The processor `settings.processor` names; the caller closes it (or uses `async with`)."""
-    if settings.processor == "http":
-        return HttpProcessor(settings)
-    return BuiltinProcessor()

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from stream.errors import PermanentError
-from stream.models import Sms
+from stream.sms.models import Sms
 
 __all__ = ["MAX_ID_CHARS", "decode_sms"]
 

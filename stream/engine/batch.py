@@ -24,24 +24,22 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from stream import metrics
-from stream.codec import decode_sms
 from stream.config import Settings
-from stream.errors import PermanentError, ProcessingError, TransientError
-from stream.models import Sms
-from stream.offsets import PartitionOffsets
-from stream.processors import Processor
-from stream.routing import (
+from stream.engine.failures import (
     ATTEMPT,
     FIRST_FAILED_AT,
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
     Delivery,
-    Router,
     header,
 )
-from stream.sink import MongoSink
+from stream.engine.offsets import PartitionOffsets
+from stream.engine.ports import Processor, Publisher, Sink
+from stream.errors import PermanentError, ProcessingError, TransientError
+from stream.observability import metrics
+from stream.sms.codec import decode_sms
+from stream.sms.models import Sms
 
 __all__ = ["BatchHandler", "Fetched"]
 
@@ -71,7 +69,7 @@ class BatchHandler:
     """Takes one micro-batch through decode -> process -> sink/route -> settle."""
 
     def __init__(
-        self, settings: Settings, processor: Processor, sink: MongoSink, router: Router
+        self, settings: Settings, processor: Processor, sink: Sink, router: Publisher
     ) -> None:
         self._settings = settings
         self._processor = processor

@@ -7,12 +7,9 @@ only when Kafka acknowledged it (`acks=all`, idempotent producer).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from aiokafka import AIOKafkaProducer
 
 __all__ = [
     "ATTEMPT",
@@ -25,7 +22,6 @@ __all__ = [
     "ORIGINAL_TOPIC",
     "Delivery",
     "Headers",
-    "Router",
     "header",
 ]
 
@@ -89,24 +85,3 @@ class Delivery:
         if not_before is not None:
             headers.append((NOT_BEFORE, not_before.isoformat().encode()))
         return cls(topic=topic, key=key, value=value, headers=headers)
-
-
-class Router:
-    """Publishes deliveries and returns only when Kafka acknowledged every one."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    async def publish(self, deliveries: Sequence[Delivery]) -> None:
-        """Send all, then wait for all acks; raises the producer's error if any failed.
-
-        The producer retries internally (idempotently), so an error here means Kafka is
-        unavailable beyond the producer's delivery timeout: the caller must not settle.
-        """
-        if not deliveries:
-            return
-        futures = [
-            await self._producer.send(d.topic, value=d.value, key=d.key, headers=d.headers)
-            for d in deliveries
-        ]
-        await asyncio.gather(*futures)

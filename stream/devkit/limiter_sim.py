@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal, Protocol, cast
 
-from stream.limiter import AdaptiveLimiter
+from stream.processors.limiter import AdaptiveLimiter
 
 __all__ = [
     "SUITE",
@@ -388,7 +388,7 @@ class _Pending:
 
 def simulate(scenario: Scenario, seed: int) -> Trace:
     """Run one scenario with one seed; deterministic."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not secrecy
     now = 0.0
     client = scenario.client
     gate: _Gate

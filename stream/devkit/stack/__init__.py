@@ -1,7 +1,7 @@
 """Local dev-stack without Docker: an Apache Kafka broker and a MongoDB-wire server.
 
 Kafka runs from Maven Central jars (KRaft, one node); Mongo is `mongod` when installed,
-else FerretDB built from `deploy/local/ferretdb/`. Fetches and builds are cached in
+else FerretDB built from `stream/devkit/stack/ferretdb/`. Fetches and builds are cached in
 `$XDG_CACHE_HOME/stream`; processes, data and logs live in the stack dir (`.stack/`).
 
     process   spawn, recognise (pid + start time + argv), stop; locks; readiness polling
@@ -13,8 +13,8 @@ else FerretDB built from `deploy/local/ferretdb/`. Fetches and builds are cached
 
 from __future__ import annotations
 
-from stream.stack.cli import main
-from stream.stack.core import (
+from stream.devkit.stack.cli import main
+from stream.devkit.stack.core import (
     KAFKA_ENV,
     MONGO_ENV,
     ServiceStatus,
@@ -23,8 +23,8 @@ from stream.stack.core import (
     ensure_up,
     status,
 )
-from stream.stack.mongo import MongoServer, unavailable_reason
-from stream.stack.process import default_cache_dir, wait_ready
+from stream.devkit.stack.mongo import MongoServer, unavailable_reason
+from stream.devkit.stack.process import default_cache_dir, wait_ready
 
 __all__ = [
     "KAFKA_ENV",

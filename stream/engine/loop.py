@@ -25,11 +25,11 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from stream import metrics
 from stream.config import Settings
-from stream.offsets import OffsetTracker
-from stream.pipeline import BatchHandler, Fetched
-from stream.routing import NOT_BEFORE, header
+from stream.engine.batch import BatchHandler, Fetched
+from stream.engine.failures import NOT_BEFORE, header
+from stream.engine.offsets import OffsetTracker
+from stream.observability import metrics
 
 __all__ = ["ConsumerLoop"]
 

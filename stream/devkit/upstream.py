@@ -35,11 +35,11 @@ from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Self
 
-from stream import logs
 from stream.config import parse_duration
 from stream.errors import ConfigError
-from stream.httpserver import Abort, HttpServer, Request, Response, json_response
-from stream.parser import parse_sms
+from stream.observability import logs
+from stream.observability.httpserver import Abort, HttpServer, Request, Response, json_response
+from stream.sms.parser import parse_sms
 
 __all__ = [
     "PARSE_PATH",

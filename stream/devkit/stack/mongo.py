@@ -2,7 +2,7 @@
 
 MongoDB's own downloads are out of reach of CI machines and Debian packages no `mongod`,
 so without one the stack builds FerretDB v1 (pure-Go SQLite backend) from the pinned Go
-module in `deploy/local/ferretdb/`. It differs from MongoDB in ways code must allow for: an
+module in `stream/devkit/stack/ferretdb/`. It differs from MongoDB in ways code must allow for: an
 update breaking a secondary unique index fails with code 1, not 11000; the first failing
 update aborts the rest of a bulk; no transactions or change streams; no keys with `.` or a
 leading `$`. Tests stay green against a real MongoDB too, via STREAM_MONGO_URL.
@@ -22,8 +22,7 @@ from typing import Any, Literal
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from stream.errors import StackError
-from stream.stack.process import (
+from stream.devkit.stack.process import (
     Proc,
     default_cache_dir,
     file_lock,
@@ -34,6 +33,7 @@ from stream.stack.process import (
     stop,
     wait_ready,
 )
+from stream.errors import StackError
 
 __all__ = [
     "MongoBinary",
@@ -48,7 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # The Go module pinning FerretDB (go.mod/go.sum); only present in a source checkout.
-FERRETDB_SOURCE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "ferretdb"
+FERRETDB_SOURCE = Path(__file__).resolve().parent / "ferretdb"
 _FERRETDB_FILES = ("go.mod", "go.sum", "main.go")
 # One ping; a server that is up answers in milliseconds.
 _PROBE_TIMEOUT_MS = 2000

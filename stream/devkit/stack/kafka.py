@@ -16,8 +16,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from stream.devkit.stack.process import Proc, file_lock, run_tool, spawn
 from stream.errors import StackError
-from stream.stack.process import Proc, file_lock, run_tool, spawn
 
 __all__ = ["KAFKA_VERSION", "MAIN_CLASS", "answers", "find_java", "install", "start"]
 

@@ -31,11 +31,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from stream.adapters.kafka import client_options, new_producer
+from stream.adapters.publisher import Router
 from stream.config import Settings
-from stream.errors import ConfigError, StreamError
-from stream.kafka import client_options, new_producer
-from stream.logs import mask
-from stream.routing import (
+from stream.engine.failures import (
     ATTEMPT,
     ERROR_CLASS,
     ERROR_MESSAGE,
@@ -44,9 +43,10 @@ from stream.routing import (
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
     Delivery,
-    Router,
     header,
 )
+from stream.errors import ConfigError, StreamError
+from stream.observability.logs import mask
 
 __all__ = [
     "REPLAYED_FROM",

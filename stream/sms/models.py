@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Sms"]
+from stream.errors import ProcessingError
+
+__all__ = ["Outcome", "Sms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +26,7 @@ class Sms:
     recipient: str | None
     meta: dict[str, Any] | None
     extra: dict[str, Any]
+
+
+Outcome = dict[str, Any] | ProcessingError
+"""What processing one SMS gave: the parse result, or the error it met (returned, not raised)."""

@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from stream.devkit.stack.core import READY_TIMEOUT_S, down, ensure_up, status
 from stream.errors import StackError
-from stream.stack.core import READY_TIMEOUT_S, down, ensure_up, status
 
 __all__ = ["main"]
 
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     # Progress of the slow first-run steps (fetch, build) is worth showing.
-    logging.getLogger("stream.stack").setLevel(logging.INFO)
+    logging.getLogger("stream.devkit.stack").setLevel(logging.INFO)
     # Refused connections while a service starts are expected; the probe reports the outcome.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     command = {"up": _up, "down": _down, "status": _status}[args.command]

@@ -25,16 +25,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
-from stream import logs
+from stream.adapters.kafka import client_options, ensure_topics
 from stream.app import serve
 from stream.config import Settings
-from stream.dlq import dlq_entries
-from stream.kafka import client_options, ensure_topics
-from stream.logs import mask
-from stream.produce import produce_records, synthetic_records
-from stream.stack import ensure_up
-from stream.stack.process import free_port
-from stream.upstream import ReferenceUpstream, UpstreamBehaviour
+from stream.devkit.stack import ensure_up
+from stream.devkit.stack.process import free_port
+from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
+from stream.observability import logs
+from stream.observability.logs import mask
+from stream.tools.dlq import dlq_entries
+from stream.tools.produce import produce_records, synthetic_records
 
 __all__ = ["main"]
 

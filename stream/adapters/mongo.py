@@ -22,9 +22,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from stream import metrics
+from stream.engine.ports import DocumentRejected, WriteOutcome
+from stream.observability import metrics
 
-__all__ = ["DocumentRejected", "MongoSink", "WriteOutcome"]
+__all__ = ["MongoSink"]
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +37,7 @@ SERVER_SELECTION_TIMEOUT_MS = 5000
 """How long one write waits for a server before the backoff loop takes over."""
 
 
-class DocumentRejected:
-    """A document the server refused for good (e.g. an unstorable field): goes to the DLQ."""
-
-    __slots__ = ("index", "message")
-
-    def __init__(self, index: int, message: str) -> None:
-        self.index = index
-        self.message = message
-
-
 DUPLICATE_KEY = 11000
-
-
-class WriteOutcome:
-    """How many documents were new, and which the server refused for good."""
-
-    __slots__ = ("inserted", "rejected")
-
-    def __init__(self, inserted: int, rejected: list[DocumentRejected]) -> None:
-        self.inserted = inserted
-        self.rejected = rejected
 
 
 def _is_transient(exc: PyMongoError) -> bool:

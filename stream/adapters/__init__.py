@@ -1,0 +1,1 @@
+"""Kafka and MongoDB clients, implementing the engine's `Sink` and `Publisher` protocols."""

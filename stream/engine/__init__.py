@@ -1,0 +1,5 @@
+"""The at-least-once machinery: fetch, batch, route failures, settle, commit.
+
+Takes a Clock and the small protocols of `ports`; builds no clients. May import `sms`,
+`config`, `errors` and `observability`, never `adapters`, `processors`, `tools` or `devkit`.
+"""

@@ -1,0 +1,54 @@
+"""The small interfaces the engine drives; `adapters/` and `processors/` implement them.
+
+The engine never builds a client: the composition root (`stream.app`) hands it objects
+that satisfy these protocols, and the unit tests hand it the in-memory doubles of
+`stream.devkit.fakes`. Everything here is structural (`typing.Protocol`), so implementers
+need not import the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stream.engine.failures import Delivery
+from stream.sms.models import Outcome, Sms
+
+__all__ = ["DocumentRejected", "Processor", "Publisher", "Sink", "WriteOutcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRejected:
+    """A document the server refused for good (e.g. an unstorable field): goes to the DLQ."""
+
+    index: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """How many documents were new, and which the server refused for good."""
+
+    inserted: int
+    rejected: list[DocumentRejected] = field(default_factory=list)
+
+
+class Processor(Protocol):
+    """Turns a batch of SMS into one outcome each, in order; never raises for one SMS."""
+
+    name: str
+
+    async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]: ...
+
+
+class Sink(Protocol):
+    """Stores documents idempotently by `_id`; returns only once they are durable."""
+
+    async def write(self, documents: Sequence[dict[str, Any]]) -> WriteOutcome: ...
+
+
+class Publisher(Protocol):
+    """Publishes retry/DLQ records; returns only once the broker acknowledged every one."""
+
+    async def publish(self, deliveries: Sequence[Delivery]) -> None: ...

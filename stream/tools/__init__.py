@@ -1,0 +1,1 @@
+"""Operator commands that ship in the image: `stream dlq`, `stream produce`."""
