@@ -5,7 +5,9 @@
      ├── StackError           the local dev-stack could not start (missing tool, port, timeout)
      └── ProcessingError      one SMS could not be processed
           ├── TransientError  may succeed later        -> next retry topic (then the DLQ)
-          └── PermanentError  can never succeed as is  -> dead-letter topic at once
+          ├── PermanentError  can never succeed as is  -> dead-letter topic at once
+          └── SystemicError   not this SMS's fault: every SMS would fail the same way
+                              (wrong token, wrong URL, TLS, DNS)  -> halt consumption
 
 Anything else raised while processing is a bug: it crashes the consumer loudly rather
 than quietly dead-lettering every record after a bad deploy.
@@ -19,6 +21,7 @@ __all__ = [
     "ProcessingError",
     "StackError",
     "StreamError",
+    "SystemicError",
     "TransientError",
 ]
 
@@ -69,3 +72,18 @@ class PermanentError(ProcessingError):
     """The SMS can never succeed as it is (malformed, rejected by the API, invalid result)."""
 
     reason = "permanent"
+
+
+class SystemicError(ProcessingError):
+    """Every SMS would fail this way until an operator fixes something outside the record.
+
+    The engine does not route it: it halts consumption (nothing is dead-lettered, nothing
+    committed past it) and probes until the fault clears. `setting` names the setting an
+    operator should check (e.g. `STREAM_API_TOKEN` for a 401).
+    """
+
+    reason = "systemic"
+
+    def __init__(self, message: str, *, reason: str | None = None, setting: str = "") -> None:
+        super().__init__(message, reason=reason)
+        self.setting = setting

@@ -148,7 +148,6 @@ class ScriptedProcessor:
     """
 
     name = "scripted"
-    limiter = None
 
     def __init__(
         self,
@@ -173,6 +172,9 @@ class ScriptedProcessor:
 
     async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._one(sms) for sms in batch)))
+
+    async def probe(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

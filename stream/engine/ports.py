@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stream.engine.failures import Delivery
+from stream.errors import SystemicError
 from stream.sms.models import Outcome, Sms
 
 __all__ = ["DocumentRejected", "Processor", "Publisher", "Sink", "WriteOutcome"]
@@ -40,6 +41,10 @@ class Processor(Protocol):
     name: str
 
     async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]: ...
+
+    async def probe(self) -> SystemicError | None:
+        """While halted: one cheap call that tells whether the systemic fault persists."""
+        ...
 
 
 class Sink(Protocol):

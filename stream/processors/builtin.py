@@ -18,8 +18,8 @@ class BuiltinProcessor(Lifecycle):
 
     name = "builtin"
 
-    @property
-    def limiter(self) -> None:
+    async def probe(self) -> None:
+        """The local parser has no systemic faults to probe for."""
         return None
 
     async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]:

@@ -176,6 +176,10 @@ class HttpProcessor(Lifecycle):
     def limiter(self) -> AdaptiveLimiter:
         return self._limiter
 
+    async def probe(self) -> None:
+        """Systemic faults are not classified yet (see the operability issue)."""
+        return None
+
     async def aclose(self) -> None:
         """Close the connection pool; later calls to process_many raise RuntimeError."""
         await super().aclose()
