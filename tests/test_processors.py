@@ -78,7 +78,7 @@ async def scripted() -> AsyncIterator[tuple[Scripted, str]]:
 
 async def test_builtin_parses_in_order() -> None:
     async with BuiltinProcessor() as processor:
-        assert (processor.name, processor.limiter) == ("builtin", None)
+        assert processor.name == "builtin"
         results = await processor.process_many(_batch())
     assert results == [parse_sms(body, sender) for sender, body in BODIES]
 
