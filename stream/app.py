@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
@@ -20,6 +21,7 @@ from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
 from stream.config import Settings
 from stream.engine.batch import BatchHandler
+from stream.engine.clock import SystemClock
 from stream.engine.loop import ConsumerLoop
 from stream.engine.ports import Processor
 from stream.errors import ConfigError
@@ -72,14 +74,28 @@ def _limiter_open(limiter: AdaptiveLimiter | None) -> bool:
     return paused_until is None or paused_until <= time.monotonic()
 
 
+SHUTDOWN_STEP_TIMEOUT_S = 5.0
+"""Leaving the group and flushing the producer take milliseconds with a broker; without
+one, each gives up after this, so a stop takes at most the drain bound plus a few seconds."""
+
+
+async def _bounded(what: str, closing: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await asyncio.wait_for(closing(), SHUTDOWN_STEP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("%s did not finish within %.0f s; going on", what, SHUTDOWN_STEP_TIMEOUT_S)
+
+
 async def serve(
     settings: Settings, stop: asyncio.Event, processor: Processor | None = None
-) -> None:
+) -> bool:
     """Run one group member until `stop` is set; raises on a bug or an unusable setting.
 
-    `processor` replaces the one the settings name (tests inject failures through it); the
-    caller then owns its lifecycle.
+    Returns True when the stop drained and committed everything in flight. `processor`
+    replaces the one the settings name (tests inject failures through it); the caller then
+    owns its lifecycle.
     """
+    clock = SystemClock()
     async with AsyncExitStack() as stack:
         partitions = await ensure_topics(settings)
         if processor is None:
@@ -91,22 +107,23 @@ async def serve(
         stack.push_async_callback(sink.aclose)
         producer = new_producer(settings)
         await producer.start()
-        stack.push_async_callback(producer.stop)
+        stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
         consumer = new_consumer(settings)
-        await consumer.start()
-        stack.push_async_callback(consumer.stop)
-        loop = ConsumerLoop(
-            settings, consumer, BatchHandler(settings, processor, sink, Router(producer))
-        )
+        handler = BatchHandler(settings, processor, sink, Router(producer), clock)
+        loop = ConsumerLoop(settings, consumer, handler, clock, processor.probe)
         probes = Probes(
             last_iteration=lambda: loop.last_iteration,
             joined=lambda: loop.joined,
             mongo_ok=lambda: sink.healthy,
             limiter_open=lambda: _limiter_open(limiter),
+            halted=lambda: None if loop.halt is None else loop.halt.message,
         )
+        # Bound before joining: a port in use must not cost the group a rebalance.
         server = await stack.enter_async_context(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
+        await consumer.start()
+        stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
         watcher = asyncio.create_task(_watch(limiter, sink))
         stack.callback(watcher.cancel)
         loop.subscribe()
@@ -119,8 +136,12 @@ async def serve(
             server.port,
             extra={"topic": settings.topic},
         )
-        await loop.run(stop)
-        log.info("stopped: drained and committed")
+        drained = await loop.run(stop)
+        if drained:
+            log.info("stopped: drained and committed")
+        else:
+            log.warning("stopped: the drain timed out; uncommitted records will be redelivered")
+        return drained
 
 
 def main(argv: list[str]) -> int:

@@ -119,6 +119,10 @@ class Settings:
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
     kafka_ssl_cafile: str = ""
+    dlq_halt_ratio: float = 0.5
+    dlq_halt_min: int = 200
+    dlq_halt_window_s: float = 60.0
+    halt_probe_interval_s: float = 10.0
 
     @property
     def retry_topics(self) -> tuple[str, ...]:

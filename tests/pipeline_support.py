@@ -21,8 +21,6 @@ from stream.config import Settings
 from stream.devkit.stack import StackEndpoints
 from stream.devkit.stack.process import free_port
 from stream.engine.ports import Processor
-from stream.errors import PermanentError, TransientError
-from stream.sms.models import Outcome, Sms
 
 T = TypeVar("T")
 
@@ -138,46 +136,6 @@ async def running(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)
-
-
-class ScriptedProcessor:
-    """Stands in for an upstream with failures chosen per SMS id (pure logic, no I/O).
-
-    `transient_times[id]` = how many attempts fail transiently before success;
-    `permanent` ids always fail permanently; `held[id]` blocks that SMS until set.
-    """
-
-    name = "scripted"
-
-    def __init__(
-        self,
-        transient_times: dict[str, int] | None = None,
-        permanent: set[str] | None = None,
-        held: dict[str, asyncio.Event] | None = None,
-    ) -> None:
-        self.transient_times = dict(transient_times or {})
-        self.permanent = permanent or set()
-        self.held = held or {}
-        self.attempts: dict[str, int] = {}
-
-    async def _one(self, sms: Sms) -> Outcome:
-        self.attempts[sms.id] = self.attempts.get(sms.id, 0) + 1
-        if sms.id in self.held:
-            await self.held[sms.id].wait()
-        if sms.id in self.permanent:
-            return PermanentError("upstream said 422", reason="http_422")
-        if self.transient_times.get(sms.id, 0) >= self.attempts[sms.id]:
-            return TransientError("upstream said 503", reason="http_503")
-        return {"category": "other"}
-
-    async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._one(sms) for sms in batch)))
-
-    async def probe(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 def env_for(settings: Settings) -> dict[str, str]:

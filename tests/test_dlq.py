@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from stream.adapters.kafka import new_producer
 from stream.adapters.publisher import Router
 from stream.config import Settings
 from stream.devkit.stack import StackEndpoints
-from stream.engine.failures import Delivery
+from stream.engine.failures import Delivery, Failure, Origin
 from stream.observability.logs import mask
 
 NewTopicFactory = Callable[..., Awaitable[str]]
@@ -58,15 +59,15 @@ async def _dead_letter(settings: Settings) -> None:
     """Publish FAILED to the DLQ as the processor would; `attempt` is the position + 1."""
     deliveries = []
     for n, (error_class, key, value, extra) in enumerate(FAILED):
-        failed = Delivery.failed(
-            topic=settings.dlq_topic,
-            key=key,
-            value=value,
-            origin=(settings.topic, n % 3, 100 + n),
-            first_failed_at=None,
+        failure = Failure(
+            origin=Origin(settings.topic, n % 3, 100 + n),
             attempt=n + 1,
             error_class=error_class,
             error_message=f"{error_class} in record {n}",
+            first_failed_at=datetime.now(UTC),
+        )
+        failed = Delivery.failed(
+            topic=settings.dlq_topic, key=key, value=value, original_headers=(), failure=failure
         )
         deliveries.append(dataclasses.replace(failed, headers=[*failed.headers, *extra]))
     producer = new_producer(settings)

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import pytest
 from pipeline_support import (
-    ScriptedProcessor,
     committed,
     eventually,
     produce,
@@ -18,6 +17,7 @@ from pipeline_support import (
     sms_value,
 )
 
+from stream.devkit.fakes import ScriptedProcessor
 from stream.engine.failures import (
     ATTEMPT,
     ERROR_CLASS,
@@ -111,7 +111,7 @@ async def test_transient_failure_goes_through_retry_topic_then_succeeds(
     env: dict[str, Any], kafka_admin: Any
 ) -> None:
     settings, collection = env["settings"], env["collection"]
-    processor = ScriptedProcessor(transient_times={"sms-3": 1, "sms-7": 2})
+    processor = ScriptedProcessor(transient={"sms-3": 1, "sms-7": 2})
     await produce(settings.kafka_bootstrap, settings.topic, [sms_value(n) for n in range(10)])
     async with running(settings, processor):
         await eventually(lambda: _count_is(collection, 10), what="10 documents")
@@ -132,7 +132,7 @@ async def test_always_failing_sms_reaches_the_dlq_after_the_last_retry(
     env: dict[str, Any], kafka_admin: Any
 ) -> None:
     settings, collection = env["settings"], env["collection"]
-    processor = ScriptedProcessor(transient_times={"sms-2": 99}, permanent={"sms-4"})
+    processor = ScriptedProcessor(transient={"sms-2": 99}, permanent={"sms-4"})
     await produce(settings.kafka_bootstrap, settings.topic, [sms_value(n) for n in range(6)])
     async with running(settings, processor):
         dead = await eventually(

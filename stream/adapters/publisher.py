@@ -1,19 +1,44 @@
 """Publishes retry and dead-letter records to Kafka; returns only when they are acknowledged.
 
 The producer is `acks=all` and idempotent (`stream.adapters.kafka.new_producer`), so a
-record counts as settled only once every in-sync replica has it.
+record counts as settled only once every in-sync replica has it. While Kafka is
+unavailable the unacknowledged records are sent again with capped backoff, for as long as
+it takes: the batch stays unsettled meanwhile, and the caller bounds the wait by
+cancelling (shutdown, revocation). A copy too large for the producer's request limit (the
+original fitted its topic, but headers were added) is sent without its value, and then
+without the original producer's headers, saying so in `stream.value-omitted`: never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from stream.engine.failures import Delivery
 
 __all__ = ["Router"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+"""The producer already retried within its delivery timeout; past that, poll a down
+cluster every few seconds."""
+LOG_EVERY_S = 30.0
+"""An outage fails every attempt; say so twice a minute, not on every retry."""
+
+
+def _smaller(delivery: Delivery) -> Delivery | None:
+    """The next smaller form of a copy the broker found too large; None: nothing to drop."""
+    if delivery.value is not None:
+        return delivery.without_value()
+    smaller = delivery.without_value(keep_foreign_headers=False)
+    return None if smaller == delivery else smaller
 
 
 class Router:
@@ -21,17 +46,68 @@ class Router:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
+        self._logged_at = -LOG_EVERY_S
+
+    async def _send(self, delivery: Delivery) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = await self._producer.send(
+            delivery.topic, value=delivery.value, key=delivery.key, headers=delivery.headers
+        )
+        return future
 
     async def publish(self, deliveries: Sequence[Delivery]) -> None:
-        """Send all, then wait for all acks; raises the producer's error if any failed.
+        """Send all, wait for all acks, send again what failed; raises only for a record
+        that cannot be sent in any form (a bug)."""
+        pending = list(deliveries)
+        delay = BACKOFF_FIRST_S
+        while pending:
+            sent: list[tuple[Delivery, asyncio.Future[object]]] = []
+            retry: list[Delivery] = []
+            outage = False
+            for delivery in pending:
+                try:
+                    sent.append((delivery, await self._send(delivery)))
+                except MessageSizeTooLargeError:
+                    retry.append(self._shrink(delivery))
+                except KafkaError as exc:
+                    retry.append(delivery)
+                    outage = True
+                    self._log_outage(exc, delay)
+            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            for (delivery, _), result in zip(sent, results, strict=True):
+                if isinstance(result, MessageSizeTooLargeError):
+                    retry.append(self._shrink(delivery))
+                elif isinstance(result, KafkaError):
+                    retry.append(delivery)
+                    outage = True
+                    self._log_outage(result, delay)
+                elif isinstance(result, BaseException):
+                    raise result
+            if outage:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+            pending = retry
 
-        The producer retries internally (idempotently), so an error here means Kafka is
-        unavailable beyond the producer's delivery timeout: the caller must not settle.
-        """
-        if not deliveries:
-            return
-        futures = [
-            await self._producer.send(d.topic, value=d.value, key=d.key, headers=d.headers)
-            for d in deliveries
-        ]
-        await asyncio.gather(*futures)
+    @staticmethod
+    def _shrink(delivery: Delivery) -> Delivery:
+        smaller = _smaller(delivery)
+        if smaller is None:
+            raise MessageSizeTooLargeError(
+                f"a {delivery.topic} record of {delivery.size()} bytes without value or "
+                "foreign headers is still too large"
+            )
+        log.warning(
+            "a %s copy of %d bytes is over the producer's limit; sending it smaller",
+            delivery.topic,
+            delivery.size(),
+        )
+        return smaller
+
+    def _log_outage(self, exc: KafkaError, delay: float) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            log.warning(
+                "kafka did not acknowledge retry/DLQ records (%s); retrying in %.1f s",
+                type(exc).__name__,
+                delay,
+            )

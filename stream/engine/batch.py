@@ -1,42 +1,40 @@
 """One micro-batch, from fetched records to settled offsets.
 
-Steps, in this order (the order is what makes commits safe):
-1. decode every record; malformed ones are dead-lettered with the reason;
+The commit sequence, in this order (the order is what makes commits safe):
+1. decode every record (`stream.sms.codec`); a malformed one is routed to the DLQ;
 2. process the valid SMS concurrently (the processor applies the adaptive limiter);
-3. split by outcome: results become documents, transient failures go to the next retry
-   topic (or the DLQ after the last one), permanent failures go to the DLQ;
-4. write the documents in one bulk insert-if-absent and publish the failures, concurrently; a
-   document the server refuses for good is dead-lettered too;
-5. only then mark every offset of the batch settled; the consumer loop commits.
-If step 4 cannot complete (MongoDB or Kafka down), the batch waits and nothing is settled.
+3. split by outcome: results become documents, failures are routed by `failures.route`
+   (next retry topic, or the DLQ); a `SystemicError` halts instead: nothing of the batch
+   is written, published or settled;
+4. if the batch would push the dead-lettered share over the breaker's limit, halt likewise;
+5. write the documents (the sink returns once they are durable) and publish the failures
+   (the publisher returns once every in-sync replica has them), concurrently; a document
+   the server refuses for good is then published to the DLQ as `unstorable`;
+6. settle every offset of the batch;
+7. the loop commits, per partition, one past the end of the settled prefix.
+If step 5 cannot complete (MongoDB or Kafka down), the batch waits there and nothing is
+settled; the loop pauses fetching once too much is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
 
 from stream.config import Settings
-from stream.engine.failures import (
-    ATTEMPT,
-    FIRST_FAILED_AT,
-    ORIGINAL_OFFSET,
-    ORIGINAL_PARTITION,
-    ORIGINAL_TOPIC,
-    Delivery,
-    header,
-)
+from stream.engine.clock import Clock
+from stream.engine.failures import Delivery, Failure, Origin, origin_of, route
+from stream.engine.halt import DLQ_BREAKER_REASON, DeadLetterBreaker, Halted
 from stream.engine.offsets import PartitionOffsets
 from stream.engine.ports import Processor, Publisher, Sink
-from stream.errors import PermanentError, ProcessingError, TransientError
+from stream.errors import PermanentError, ProcessingError, SystemicError
 from stream.observability import metrics
 from stream.sms.codec import decode_sms
 from stream.sms.models import Sms
@@ -50,65 +48,48 @@ log = logging.getLogger(__name__)
 class Fetched:
     """A fetched record and the offsets state it settles into."""
 
-    record: ConsumerRecord
+    record: ConsumerRecord[bytes, bytes]
     offsets: PartitionOffsets
 
 
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    """Where an SMS first entered, and how many attempts it has had before this one."""
-
-    topic: str
-    partition: int
-    offset: int
-    previous_attempts: int
-    first_failed_at: str | None
-
-
 class BatchHandler:
-    """Takes one micro-batch through decode -> process -> sink/route -> settle."""
+    """Takes one micro-batch through decode -> process -> sink/publish -> settle."""
 
     def __init__(
-        self, settings: Settings, processor: Processor, sink: Sink, router: Publisher
+        self,
+        settings: Settings,
+        processor: Processor,
+        sink: Sink,
+        publisher: Publisher,
+        clock: Clock,
     ) -> None:
         self._settings = settings
         self._processor = processor
         self._sink = sink
-        self._router = router
-        self._retry_level = {topic: n for n, topic in enumerate(settings.retry_topics, start=1)}
+        self._publisher = publisher
+        self._clock = clock
+        self._level = {topic: n for n, topic in enumerate(settings.retry_topics, start=1)}
+        self._topics = (*settings.retry_topics, settings.dlq_topic)
+        self._breaker = DeadLetterBreaker(
+            window_s=settings.dlq_halt_window_s,
+            ratio=settings.dlq_halt_ratio,
+            min_count=settings.dlq_halt_min,
+        )
 
-    def _origin(self, record: ConsumerRecord) -> _Origin:
-        if record.topic not in self._retry_level:
-            return _Origin(record.topic, record.partition, record.offset, 0, None)
-        headers = record.headers
-        try:
-            return _Origin(
-                header(headers, ORIGINAL_TOPIC) or record.topic,
-                int(header(headers, ORIGINAL_PARTITION) or record.partition),
-                int(header(headers, ORIGINAL_OFFSET) or record.offset),
-                int(header(headers, ATTEMPT) or self._retry_level[record.topic]),
-                header(headers, FIRST_FAILED_AT),
-            )
-        except ValueError:
-            log.warning("retry record with unreadable headers at %s", record.offset)
-            level = self._retry_level[record.topic]
-            return _Origin(record.topic, record.partition, record.offset, level, None)
-
-    def _failure(self, record: ConsumerRecord, origin: _Origin, error: ProcessingError) -> Delivery:
-        attempt = origin.previous_attempts + 1
+    def _failure(
+        self, record: ConsumerRecord[bytes, bytes], origin: Origin, error: ProcessingError
+    ) -> Delivery:
+        now = datetime.fromtimestamp(self._clock.time(), UTC)
+        where = route(
+            error, origin, self._level.get(record.topic, 0), self._settings.retry_delays_s, now
+        )
         metrics.PROCESSING_ERRORS.labels(error.reason).inc()
-        delays = self._settings.retry_delays_s
-        if isinstance(error, TransientError) and attempt <= len(delays):
-            topic = self._settings.retry_topics[attempt - 1]
-            delay = max(delays[attempt - 1], error.retry_after or 0.0)
-            not_before: datetime | None = datetime.now(UTC) + timedelta(seconds=delay)
-            metrics.RETRIED.labels(str(attempt)).inc()
-        else:
-            topic, not_before = self._settings.dlq_topic, None
+        if where.retry_level is None:
+            topic = self._settings.dlq_topic
             metrics.DEAD_LETTERED.labels(error.reason).inc()
             log.warning(
                 "dead-lettered at attempt %d: %s",
-                attempt,
+                where.attempt,
                 error.reason,
                 extra={
                     "topic": record.topic,
@@ -117,20 +98,27 @@ class BatchHandler:
                     "reason": error.reason,
                 },
             )
+        else:
+            topic = self._topics[where.retry_level - 1]
+            metrics.RETRIED.labels(str(where.retry_level)).inc()
+        failure = Failure(
+            origin=origin,
+            attempt=where.attempt,
+            error_class=error.reason,
+            error_message=str(error),
+            first_failed_at=origin.first_failed_at or now,
+            not_before=where.not_before,
+        )
         return Delivery.failed(
             topic=topic,
             key=record.key,
             value=record.value,
-            origin=(origin.topic, origin.partition, origin.offset),
-            first_failed_at=origin.first_failed_at,
-            attempt=attempt,
-            error_class=error.reason,
-            error_message=str(error),
-            not_before=not_before,
+            original_headers=record.headers,
+            failure=failure,
         )
 
     def _document(
-        self, sms: Sms, result: dict[str, Any], origin: _Origin, now: datetime
+        self, sms: Sms, result: dict[str, Any], origin: Origin, now: datetime
     ) -> dict[str, Any]:
         return {
             **sms.extra,
@@ -152,17 +140,18 @@ class BatchHandler:
         }
 
     async def handle(self, batch: Sequence[Fetched]) -> None:
-        """Settle every record of `batch`, or raise/cancel leaving them unsettled."""
-        started = time.perf_counter()
+        """Settle every record of `batch`; or raise `Halted`, or be cancelled, leaving
+        them unsettled for redelivery (the module docstring has the steps)."""
+        started = self._clock.monotonic()
         metrics.BATCH_SIZE.observe(len(batch))
         deliveries: list[Delivery] = []
-        valid: list[tuple[Fetched, Sms, _Origin]] = []
+        valid: list[tuple[Fetched, Sms, Origin]] = []
         max_bytes = self._settings.max_sms_bytes
         per_topic: defaultdict[str, int] = defaultdict(int)
         for item in batch:
             record = item.record
             per_topic[record.topic] += 1
-            origin = self._origin(record)
+            origin = origin_of(record.topic, record.partition, record.offset, record.headers)
             try:
                 valid.append((item, decode_sms(record.value, max_bytes), origin))
             except PermanentError as error:
@@ -171,37 +160,57 @@ class BatchHandler:
             metrics.RECORDS_CONSUMED.labels(topic).inc(count)
 
         results = await self._processor.process_many([sms for _, sms, _ in valid])
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._clock.time(), UTC)
         documents: list[dict[str, Any]] = []
-        stored_from: list[tuple[Fetched, _Origin]] = []
+        stored_from: list[tuple[Fetched, Origin]] = []
         for (item, sms, origin), result in zip(valid, results, strict=True):
+            if isinstance(result, SystemicError):
+                raise Halted(result.reason, str(result), result.setting, probe=True)
             if isinstance(result, ProcessingError):
                 deliveries.append(self._failure(item.record, origin, result))
             else:
                 documents.append(self._document(sms, result, origin, now))
                 stored_from.append((item, origin))
+        self._check_breaker(len(batch), deliveries)
 
         written, _ = await asyncio.gather(
-            self._sink.write(documents), self._router.publish(deliveries)
+            self._sink.write(documents), self._publisher.publish(deliveries)
         )
         if written.rejected:
-            await self._router.publish(
-                [
-                    self._failure(
-                        stored_from[r.index][0].record,
-                        stored_from[r.index][1],
-                        PermanentError(r.message, reason="unstorable"),
-                    )
-                    for r in written.rejected
-                ]
-            )
+            unstorable = [
+                self._failure(
+                    stored_from[r.index][0].record,
+                    stored_from[r.index][1],
+                    PermanentError(r.message, reason="unstorable"),
+                )
+                for r in written.rejected
+            ]
+            await self._publisher.publish(unstorable)
+            self._breaker.record(self._clock.monotonic(), 0, len(unstorable))
         _settle(batch)
         metrics.STORED.inc(written.inserted)
         metrics.ALREADY_STORED.inc(len(documents) - len(written.rejected) - written.inserted)
-        now_ms = time.time() * 1000
+        now_ms = self._clock.time() * 1000
         for item, _ in stored_from:
             metrics.END_TO_END_DELAY.observe(max(0.0, (now_ms - item.record.timestamp) / 1000))
-        metrics.BATCH_CYCLE.observe(time.perf_counter() - started)
+        metrics.BATCH_CYCLE.observe(self._clock.monotonic() - started)
+
+    def _check_breaker(self, total: int, deliveries: Sequence[Delivery]) -> None:
+        """Count the batch's dead letters before they are published (concurrent batches
+        see each other's), or halt instead of publishing them."""
+        dead = sum(1 for d in deliveries if d.topic == self._settings.dlq_topic)
+        now = self._clock.monotonic()
+        if self._breaker.would_trip(now, total, dead):
+            settings = self._settings
+            raise Halted(
+                DLQ_BREAKER_REASON,
+                f"more than {settings.dlq_halt_ratio:.0%} of the records of the last "
+                f"{settings.dlq_halt_window_s:g} s would go to the dead-letter topic "
+                f"({dead} of this batch of {total}): a bad deploy or a broken producer?",
+                "STREAM_DLQ_HALT_RATIO",
+                probe=False,
+            )
+        self._breaker.record(now, total, dead)
 
 
 def _settle(batch: Sequence[Fetched]) -> None:

@@ -1,16 +1,23 @@
-"""The consumer loop: fetch micro-batches, hand them to the pipeline, commit what settled.
+"""The consumer loop: fetch micro-batches, hand them to the batch handler, commit what settled.
 
 The loop only orchestrates. Per iteration:
-1. apply pauses: retry partitions whose head record is not due yet, and every partition
-   while too many records are in flight (backpressure instead of unbounded buffering);
+1. apply pauses: retry partitions whose head record is not due yet; every partition while
+   too many records are in flight (backpressure instead of unbounded buffering) or while
+   consumption is halted;
 2. fetch up to `batch_max` records, waiting at most `batch_wait`;
 3. hold back retry records whose not-before time is in the future (pause that partition,
-   seek back to the record, resume when due) - the main topic never waits for them;
+   seek back to the record, resume when due): the main topic never waits for them;
 4. start the batch as a task (batches overlap, so a slow record does not stall the next);
-5. commit, per partition, the offset below which every record is settled.
-On revocation, in-flight batches of the revoked partitions get `drain_timeout` to settle,
-settled offsets are committed, and the partitions' state is dropped. On stop, fetching
-stops, everything in flight gets `drain_timeout`, the rest is cancelled, offsets commit.
+5. commit, per partition, one past the end of the settled prefix (bounded in time; a
+   failed commit is retried with later offsets on the next iteration).
+A batch that raises `Halted` halts consumption: the other batches get `drain_timeout` to
+settle, settled offsets are committed, every partition is paused and rewound to its first
+unsettled record; the processor's probe, every `halt_probe_interval`, ends a halt it can.
+On revocation, batches holding revoked partitions get `drain_timeout` to settle; the rest
+are cancelled (so they stop publishing copies the new owner will publish too), settled
+offsets are committed and the partitions' state is dropped. On stop, fetching stops,
+everything in flight gets `drain_timeout`, the rest is cancelled, offsets commit.
+Every await on Kafka has a deadline, so neither a stop nor a rebalance can hang on a broker.
 """
 
 from __future__ import annotations
@@ -18,57 +25,105 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.engine.batch import BatchHandler, Fetched
-from stream.engine.failures import NOT_BEFORE, header
+from stream.engine.clock import Clock
+from stream.engine.failures import Failure
+from stream.engine.halt import Halted
 from stream.engine.offsets import OffsetTracker
+from stream.engine.ports import Consumer
+from stream.errors import SystemicError
 from stream.observability import metrics
 
-__all__ = ["ConsumerLoop"]
+__all__ = ["COMMIT_TIMEOUT_S", "ConsumerLoop", "Halt", "partition_names"]
 
 log = logging.getLogger(__name__)
 
 LAG_REFRESH_S = 1.0
 """Lag gauges are for dashboards; once a second is plenty and keeps the loop cheap."""
+COMMIT_TIMEOUT_S = 5.0
+"""A commit answers in milliseconds when the coordinator is up; past this the broker is
+unwell, and the next iteration retries with later offsets instead of waiting forever."""
+COMMITTED_TIMEOUT_S = 5.0
+"""Reading a committed offset after an assignment is only for the lag gauge."""
+PROBE_TIMEOUT_S = 30.0
+"""A probe is one API call bounded by the client's own timeouts; this bounds a stuck one."""
+COMMIT_FAILURE_LOG_EVERY_S = 30.0
+"""While the coordinator is away every iteration fails to commit; say so twice a minute."""
+
+
+def partition_names(tps: Iterable[TopicPartition]) -> list[str]:
+    """`topic:partition` strings, sorted, for logs."""
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
+
+
+@dataclass(frozen=True)
+class Halt:
+    """Why consumption is halted, for readiness, metrics and the probe schedule."""
+
+    reason: str
+    message: str
+    setting: str
+    probe: bool
+    since: float
 
 
 class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Drives one group member; `run` returns after a drained, committed stop."""
+    """Drives one group member; `run` returns whether the stop drained everything."""
 
     def __init__(
-        self, settings: Settings, consumer: AIOKafkaConsumer, handler: BatchHandler
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        handler: BatchHandler,
+        clock: Clock,
+        probe: Callable[[], Awaitable[SystemicError | None]],
     ) -> None:
         self._settings = settings
         self._consumer = consumer
         self._handler = handler
+        self._clock = clock
+        self._probe = probe
         self._tracker = OffsetTracker()
         self._retry_topics = frozenset(settings.retry_topics)
         self._batches: dict[asyncio.Task[None], frozenset[TopicPartition]] = {}
         self._in_flight = 0
         self._not_before: dict[TopicPartition, float] = {}
         self._failure: BaseException | None = None
-        self._lag_refreshed = 0.0
+        self._halt_request: Halted | None = None
+        self._lag_refreshed = -LAG_REFRESH_S
+        self._commit_failure_logged = -COMMIT_FAILURE_LOG_EVERY_S
+        self._next_probe = 0.0
+        self.halt: Halt | None = None
         self.joined = False
-        self.last_iteration = time.monotonic()
+        self.last_iteration = clock.monotonic()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     def subscribe(self) -> None:
         topics = [self._settings.topic, *self._settings.retry_topics]
         self._consumer.subscribe(topics=topics, listener=self)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Loop until `stop` is set or a batch fails with a bug (re-raised here)."""
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Loop until `stop` is set or a batch fails with a bug (re-raised here); return
+        True when the final drain settled and committed everything in flight."""
         try:
             while not stop.is_set():
-                self.last_iteration = time.monotonic()
+                self.last_iteration = self._clock.monotonic()
                 if self._failure is not None:
                     raise self._failure
+                if self._halt_request is not None:
+                    await self._enter_halt(self._halt_request)
+                if self.halt is not None:
+                    await self._probe_halt()
                 self._apply_pauses()
                 batch = await self._fetch(stop)
                 if batch:
@@ -76,16 +131,17 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 await self._commit()
                 self._observe()
         finally:
-            await self._drain()
+            drained = await self._drain()
+        return drained
 
     def _apply_pauses(self) -> None:
-        now = time.time()
+        now = self._clock.time()
         for tp, due in list(self._not_before.items()):
             if due <= now:
                 del self._not_before[tp]
         assigned: set[TopicPartition] = self._consumer.assignment()
         wanted = {tp for tp in self._not_before if tp in assigned}
-        if self._in_flight >= self._settings.max_in_flight:
+        if self.halt is not None or self._in_flight >= self._settings.max_in_flight:
             wanted = assigned
         paused: set[TopicPartition] = self._consumer.paused()
         if wanted - paused:
@@ -101,9 +157,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         batch: list[Fetched] = []
         while room > 0 and not stop.is_set():
             wait_ms = max(0, int((deadline - loop.time()) * 1000))
-            fetched: dict[TopicPartition, list[ConsumerRecord]] = await self._consumer.getmany(
-                timeout_ms=wait_ms, max_records=room
-            )
+            fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
             for tp, records in fetched.items():
                 room -= len(records)
                 if tp.topic in self._retry_topics:
@@ -112,21 +166,20 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                     offsets = self._tracker.partition(tp)
                     offsets.track(record.offset for record in records)
                     batch.extend(Fetched(record, offsets) for record in records)
-            if wait_ms == 0:
+            if wait_ms == 0 or self._halt_request is not None:
                 break
         return batch
 
-    def _due(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+    def _due(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
         """Records of a retry partition up to the first one not due yet, which is held back."""
-        now = time.time()
+        now = self._clock.time()
         for i, record in enumerate(records):
-            not_before = header(record.headers, NOT_BEFORE)
-            if not_before is None:
+            failure = Failure.from_headers(record.headers)
+            if failure is None or failure.not_before is None:
                 continue
-            try:
-                due = datetime.fromisoformat(not_before).timestamp()
-            except ValueError:
-                continue
+            due = failure.not_before.timestamp()
             if due > now:
                 self._not_before[tp] = due
                 self._consumer.seek(tp, record.offset)
@@ -145,27 +198,42 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         def finished(done: asyncio.Task[None]) -> None:
             del self._batches[done]
             self._in_flight -= size
-            if not done.cancelled() and done.exception() is not None:
-                self._failure = done.exception()
+            if done.cancelled():
+                return
+            error = done.exception()
+            if isinstance(error, Halted):
+                if self._halt_request is None and self.halt is None:
+                    self._halt_request = error
+            elif error is not None:
+                self._failure = error
 
         task.add_done_callback(finished)
 
-    async def _commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
+    async def _commit(self, tps: Iterable[TopicPartition] | None = None) -> bool:
+        """Commit the settled prefixes (of all partitions, or of `tps`); False if it failed."""
         offsets = self._tracker.committable(tps)
         if not offsets:
-            return
+            return True
         try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            log.warning("commit failed, will retry with later offsets: %r", exc)
-            return
+            await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            now = self._clock.monotonic()
+            if now - self._commit_failure_logged >= COMMIT_FAILURE_LOG_EVERY_S:
+                self._commit_failure_logged = now
+                log.warning(
+                    "commit failed, will retry with later offsets: %s",
+                    type(exc).__name__,
+                    extra={"partitions": partition_names(offsets)},
+                )
+            return False
         self._tracker.mark_committed(offsets)
         metrics.COMMITS.inc()
-        metrics.LAST_COMMIT_TIME.set(time.time())
+        metrics.LAST_COMMIT_TIME.set(self._clock.time())
+        return True
 
     def _observe(self) -> None:
         metrics.IN_FLIGHT.set(self._in_flight)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - self._lag_refreshed < LAG_REFRESH_S:
             return
         self._lag_refreshed = now
@@ -175,48 +243,129 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             if end is not None and committed is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(end - committed)
 
-    async def _wait_for(self, tasks: list[asyncio.Task[None]]) -> int:
-        """Wait up to drain_timeout for `tasks`; return how many are still running."""
-        if not tasks:
-            return 0
-        _, pending = await asyncio.wait(tasks, timeout=self._settings.drain_timeout_s)
-        return len(pending)
+    async def _wait(
+        self, tasks: list[asyncio.Task[None]], seconds: float
+    ) -> set[asyncio.Task[None]]:
+        """Wait for `tasks` at most `seconds` of the clock; return those still running."""
+        pending: set[asyncio.Future[None]] = set(tasks)
+        timer = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            while pending and not timer.done():
+                _, pending = await asyncio.wait(
+                    pending | {timer}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(timer)
+        finally:
+            timer.cancel()
+        return {task for task in tasks if not task.done()}
 
-    async def _drain(self) -> None:
+    async def _settle_or_cancel(self, tasks: list[asyncio.Task[None]]) -> set[TopicPartition]:
+        """Give `tasks` drain_timeout to finish, cancel the rest; return the partitions the
+        cancelled ones held (their records are unsettled and must be read again)."""
+        if not tasks:
+            return set()
+        pending = await self._wait(tasks, self._settings.drain_timeout_s)
+        abandoned: set[TopicPartition] = set()
+        for task in pending:
+            abandoned |= self._batches.get(task, frozenset())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return abandoned
+
+    def _rewind(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop the unsettled work of `tps` and read it again from its first record."""
+        assigned = self._consumer.assignment()
+        for tp in tps:
+            resume_at = self._tracker.restart(tp)
+            if resume_at is not None and tp in assigned:
+                self._consumer.seek(tp, resume_at)
+
+    async def _drain(self) -> bool:
         """Stop fetching, let in-flight batches settle within the bound, commit."""
         assigned = self._consumer.assignment()
         if assigned:
             self._consumer.pause(*assigned)
-        abandoned = await self._wait_for(list(self._batches))
-        for task in list(self._batches):
-            task.cancel()
-        await asyncio.gather(*self._batches, return_exceptions=True)
-        if abandoned:
-            log.warning("drain timed out; %d batches left uncommitted for redelivery", abandoned)
-        await self._commit()
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Called by aiokafka before a rebalance: settle or abandon, commit, forget."""
-        revoked = set(revoked)
-        touching = [task for task, tps in self._batches.items() if tps & revoked]
-        abandoned = await self._wait_for(touching)
+        abandoned = await self._settle_or_cancel(list(self._batches))
         if abandoned:
             log.warning(
-                "revocation: %d batches not settled in time; their records will be "
-                "redelivered to the new owner",
-                abandoned,
+                "drain timed out; unsettled records will be redelivered",
+                extra={"partitions": partition_names(abandoned)},
             )
+        committed = await self._commit()
+        return committed and not abandoned
+
+    async def _enter_halt(self, cause: Halted) -> None:
+        """Stop taking work: settle what can settle, commit, pause and rewind everything."""
+        self._halt_request = None
+        now = self._clock.monotonic()
+        self.halt = Halt(cause.reason, str(cause), cause.setting, cause.probe, now)
+        self._next_probe = now + self._settings.halt_probe_interval_s
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        await self._settle_or_cancel(list(self._batches))
+        await self._commit()
+        self._rewind(assigned)
+        metrics.HALTED.labels(cause.reason).set(1)
+        hint = f"check {cause.setting}" if cause.setting else "see the reason"
+        resumes = "probing to resume by itself" if cause.probe else "restart to resume"
+        log.error(
+            "halted: %s (%s); nothing is dead-lettered or committed past it; %s",
+            cause,
+            hint,
+            resumes,
+            extra={"reason": cause.reason},
+        )
+
+    async def _probe_halt(self) -> None:
+        """While halted: wait, and every probe interval ask the processor once."""
+        halt = self.halt
+        now = self._clock.monotonic()
+        if halt is None or not halt.probe or now < self._next_probe:
+            return
+        self._next_probe = now + self._settings.halt_probe_interval_s
+        try:
+            fault = await asyncio.wait_for(self._probe(), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return
+        if fault is None:
+            self.halt = None
+            metrics.HALTED.labels(halt.reason).set(0)
+            log.info(
+                "resumed: the %s fault is gone after %.0f s",
+                halt.reason,
+                now - halt.since,
+                extra={"reason": halt.reason},
+            )
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called by aiokafka before a rebalance: settle or cancel, commit, forget."""
+        revoked = set(revoked)
+        touching = [task for task, tps in self._batches.items() if tps & revoked]
+        abandoned = await self._settle_or_cancel(touching)
+        if abandoned:
+            log.warning(
+                "revocation: batches not settled in time were cancelled; the new owner "
+                "reads their records again",
+                extra={"partitions": partition_names(abandoned & revoked)},
+            )
+        self._rewind(abandoned - revoked)
         await self._commit(revoked)
         self._tracker.forget(revoked)
         for tp in revoked:
             self._not_before.pop(tp, None)
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
-        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+        if revoked:
+            log.info("partitions revoked", extra={"partitions": partition_names(revoked)})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Called by aiokafka after a rebalance; remember committed offsets for lag."""
         for tp in assigned:
-            self._tracker.partition(tp).committed = await self._consumer.committed(tp)
+            state = self._tracker.partition(tp)
+            with contextlib.suppress(KafkaError, TimeoutError):
+                state.committed = await asyncio.wait_for(
+                    self._consumer.committed(tp), COMMITTED_TIMEOUT_S
+                )
         self.joined = True
-        log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+        log.info("partitions assigned", extra={"partitions": partition_names(assigned)})

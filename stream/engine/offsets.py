@@ -11,22 +11,26 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
 __all__ = ["OffsetTracker", "PartitionOffsets"]
 
 
+@dataclass(eq=False, slots=True)
 class PartitionOffsets:
-    """Offsets of one partition for one assignment: fetched, settled, committed."""
+    """Offsets of one partition for one assignment: fetched, settled, committed.
 
-    __slots__ = ("_pending", "_settled", "committed", "next_commit")
+    Compared by identity: two assignments of one partition are two objects.
+    """
 
-    def __init__(self) -> None:
-        self._pending: deque[int] = deque()
-        self._settled: set[int] = set()
-        self.next_commit: int | None = None
-        self.committed: int | None = None
+    _pending: deque[int] = field(default_factory=deque)
+    _settled: set[int] = field(default_factory=set)
+    next_commit: int | None = None
+    """One past the end of the settled prefix: what a commit would store."""
+    committed: int | None = None
+    """What the group has committed for this partition, as far as this member knows."""
 
     def track(self, offsets: Iterable[int]) -> None:
         """Record fetched offsets; they must arrive in increasing order."""
@@ -44,6 +48,10 @@ class PartitionOffsets:
     @property
     def unsettled(self) -> int:
         return len(self._pending)
+
+    @property
+    def first_unsettled(self) -> int | None:
+        return self._pending[0] if self._pending else None
 
 
 class OffsetTracker:
@@ -82,9 +90,16 @@ class OffsetTracker:
         for tp in tps:
             self._partitions.pop(tp, None)
 
-    @property
-    def unsettled(self) -> int:
-        return sum(state.unsettled for state in self._partitions.values())
+    def restart(self, tp: TopicPartition) -> int | None:
+        """Abandon the unsettled work of `tp` (batches still holding it settle into the
+        void); return the offset to read again from, None when nothing was unsettled."""
+        old = self._partitions.get(tp)
+        if old is None:
+            return None
+        self._partitions[tp] = PartitionOffsets(
+            next_commit=old.next_commit, committed=old.committed
+        )
+        return old.first_unsettled
 
     def committed(self, tp: TopicPartition) -> int | None:
         state = self._partitions.get(tp)

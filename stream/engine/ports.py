@@ -12,11 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+
 from stream.engine.failures import Delivery
 from stream.errors import SystemicError
 from stream.sms.models import Outcome, Sms
 
-__all__ = ["DocumentRejected", "Processor", "Publisher", "Sink", "WriteOutcome"]
+__all__ = [
+    "Consumer",
+    "DocumentRejected",
+    "Processor",
+    "Publisher",
+    "Sink",
+    "WriteOutcome",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +66,33 @@ class Publisher(Protocol):
     """Publishes retry/DLQ records; returns only once the broker acknowledged every one."""
 
     async def publish(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
+class Consumer(Protocol):
+    """The part of `aiokafka.AIOKafkaConsumer` the loop uses (a group member, manual commits).
+
+    `commit` raises `aiokafka.errors.KafkaError` when the broker refuses or cannot be
+    reached; every other call is local or bounded by its own timeout.
+    """
+
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def paused(self) -> set[TopicPartition]: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]: ...
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+    async def committed(self, partition: TopicPartition) -> int | None: ...

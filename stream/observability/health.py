@@ -29,6 +29,8 @@ class Probes:
     joined: Callable[[], bool]
     mongo_ok: Callable[[], bool]
     limiter_open: Callable[[], bool]
+    halted: Callable[[], str | None]
+    """Why consumption is halted, or None."""
 
 
 def routes(probes: Probes) -> Routes:
@@ -41,12 +43,17 @@ def routes(probes: Probes) -> Routes:
         return json_response({"ok": ok, "loop_stalled_s": round(stalled_s, 3)}, 200 if ok else 503)
 
     async def readyz(_: Request) -> Response:
+        halted = probes.halted()
         checks = {
             "group_joined": probes.joined(),
             "mongo_reachable": probes.mongo_ok(),
             "limiter_open": probes.limiter_open(),
+            "not_halted": halted is None,
         }
         ok = all(checks.values())
-        return json_response({"ok": ok, "checks": checks}, 200 if ok else 503)
+        body: dict[str, object] = {"ok": ok, "checks": checks}
+        if halted is not None:
+            body["halted"] = halted
+        return json_response(body, 200 if ok else 503)
 
     return {("GET", "/metrics"): metrics, ("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz}

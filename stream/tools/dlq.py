@@ -42,6 +42,8 @@ from stream.engine.failures import (
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
+    OUR_HEADER_PREFIX,
+    REPLAYED_FROM,
     Delivery,
     header,
 )
@@ -57,12 +59,6 @@ __all__ = [
     "main",
     "replay_dlq",
 ]
-
-REPLAYED_FROM = "stream.replayed-from"
-"""Header on a replayed record: `dlq:<partition>:<offset>` of the DLQ record it came from."""
-
-OUR_HEADER_PREFIX = "stream."
-"""Headers the processor and this tool own; replay drops them so the record starts afresh."""
 
 FETCH_WAIT_MS = 500
 
