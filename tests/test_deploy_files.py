@@ -19,11 +19,15 @@ production overlay.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +36,7 @@ import pytest
 import yaml
 
 import stream.observability.metrics
+from stream.cli import COMMANDS
 from stream.config import SETTINGS_DOC, Settings, parse_duration
 
 Obj = dict[str, Any]
@@ -56,6 +61,12 @@ _MERGE_KEYS = {
     "env": "name",
     "volumeMounts": "mountPath",
     "ports": "containerPort",
+}
+DEVKIT_DIR = "stream/devkit"
+# What the runtime image has in the devkit's place (Dockerfile, runtime-builder).
+DEVKIT_STAND_IN = "deploy/docker/devkit_absent.py"
+DEVKIT_COMMANDS = {
+    command for command, (module, _) in COMMANDS.items() if module.startswith("stream.devkit")
 }
 _CREATE_TOPIC = re.compile(r"^\s*create (\S+) (\d+)\s*$", re.MULTILINE)
 # What PromQL has besides metric names: strings, label matchers, ranges, grouping clauses.
@@ -214,6 +225,76 @@ def _canonical(node: Any) -> Any:
         items = (_canonical(item) for item in node)
         return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
     return node
+
+
+@dataclass(frozen=True)
+class _Stage:
+    parent: str
+    instructions: dict[str, list[str]]
+
+
+def _dockerfile_stages() -> dict[str, _Stage]:
+    """Stages by name, in file order: continuation lines joined, comments dropped."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    stages: dict[str, _Stage] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        if not line.strip():
+            continue
+        name, args = line.split(maxsplit=1)
+        if name.upper() == "FROM":
+            parent, _as, stage = args.split()
+            stages[stage] = _Stage(parent, {})
+        else:
+            stage_instructions = list(stages.values())[-1].instructions
+            stage_instructions.setdefault(name.upper(), []).append(" ".join(args.split()))
+    return stages
+
+
+def _effective_instructions(stages: dict[str, _Stage], target: str) -> dict[str, list[str]]:
+    """What `target` inherits from its parent stages, then its own, per instruction."""
+    chain = []
+    while target in stages:
+        chain.insert(0, stages[target])
+        target = stages[target].parent
+    merged: dict[str, list[str]] = {"RUN": [], "COPY": []}
+    for stage in chain:
+        for name, args in stage.instructions.items():
+            merged.setdefault(name, []).extend(args)
+    return merged
+
+
+def _docker_ignored(path: str) -> bool:
+    """.dockerignore's verdict on `path`: the last pattern matching it or a parent wins."""
+    parts = Path(path).parts
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for pattern in (ROOT / ".dockerignore").read_text().split():
+        if pattern.startswith("#"):
+            continue
+        negated = pattern.startswith("!")
+        if any(fnmatch.fnmatchcase(prefix, pattern.removeprefix("!")) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def _run_in(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python *args` with `tree` first on the path, as the image's virtualenv would have it."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def runtime_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as the runtime builder installs it (the Dockerfile's devkit steps)."""
+    tree = tmp_path_factory.mktemp("runtime")
+    shutil.copytree(ROOT / "stream", tree / "stream", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(tree / DEVKIT_DIR)
+    (tree / DEVKIT_DIR).mkdir()
+    shutil.copy(ROOT / DEVKIT_STAND_IN, tree / DEVKIT_DIR / "__init__.py")
+    return tree
 
 
 def _yaml_files() -> list[Path]:
@@ -430,12 +511,8 @@ def test_python_build_matches_kubectl_kustomize(kustomization: Path, built: list
     assert _canonical(ours) == _canonical(real)
 
 
-def test_production_runs_no_reference_upstream() -> None:
+def test_production_calls_the_real_api() -> None:
     objects = _kustomize_build(PRODUCTION)
-    for obj in objects:
-        pod = _pod_spec(obj)
-        for container in pod["containers"] if pod else []:
-            assert "upstream" not in [*container.get("command", []), *container.get("args", [])]
     settings_env = _one(objects, "ConfigMap", "stream-config")["data"]
     assert settings_env["STREAM_PROCESSOR"] == "http"
     assert settings_env["STREAM_API_URL"].startswith("https://")
@@ -500,19 +577,86 @@ def test_dashboard_queries_only_metrics_the_package_exposes() -> None:
     assert wanted <= queried
 
 
-def test_dockerfile_builds_in_stages_and_runs_as_non_root() -> None:
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()]
-    instructions = [line.split(maxsplit=1) for line in lines if line and not line.startswith("#")]
-    by_name: dict[str, list[str]] = {}
-    for name, *rest in instructions:
-        by_name.setdefault(name.upper(), []).append(rest[0] if rest else "")
-    assert len(by_name["FROM"]) >= 2
-    user = by_name["USER"][-1].split(":")[0]
-    assert user not in ("root", "0")
-    assert json.loads(by_name["ENTRYPOINT"][-1]) == ["stream"]
-    assert json.loads(by_name["CMD"][-1]) == ["run"]
-    assert by_name["EXPOSE"] == [str(METRICS_PORT)]
-    assert "/healthz" in by_name["HEALTHCHECK"][-1]
+def test_dockerfile_targets_run_stream_as_non_root() -> None:
+    stages = _dockerfile_stages()
+    assert list(stages)[-1] == "runtime", "a plain `docker build .` gives the runtime image"
+    for target in ("runtime", "devkit"):
+        instructions = _effective_instructions(stages, target)
+        user = instructions["USER"][-1].split(":")[0]
+        assert user not in ("root", "0"), target
+        assert json.loads(instructions["ENTRYPOINT"][-1]) == ["stream"], target
+        assert json.loads(instructions["CMD"][-1]) == ["run"], target
+        assert instructions["EXPOSE"] == [str(METRICS_PORT)], target
+        assert "/healthz" in instructions["HEALTHCHECK"][-1], target
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".stack"} <= ignored
+
+
+def test_runtime_image_leaves_out_the_devkit_and_the_devkit_image_has_it() -> None:
+    stages = _dockerfile_stages()
+    builders = {}
+    for target in ("runtime", "devkit"):
+        (copy,) = _effective_instructions(stages, target)["COPY"]
+        source, destination = copy.removeprefix("--from=").split()[0], copy.split()[-1]
+        assert (copy.split()[1], destination) == ("/opt/venv", "/opt/venv"), copy
+        builders[target] = _effective_instructions(stages, source)
+    assert f"rm -r {DEVKIT_DIR}" in builders["runtime"]["RUN"]
+    assert f"{DEVKIT_STAND_IN} {DEVKIT_DIR}/__init__.py" in builders["runtime"]["COPY"]
+    devkit_steps = builders["devkit"]["RUN"] + builders["devkit"]["COPY"]
+    assert not any("devkit" in step for step in devkit_steps)
+    for stage in stages.values():
+        for copy in stage.instructions.get("COPY", []):
+            if not copy.startswith("--from="):
+                for source in copy.split()[:-1]:
+                    assert (ROOT / source).exists(), source
+                    assert not _docker_ignored(source), source
+
+
+@pytest.mark.parametrize("command", sorted(DEVKIT_COMMANDS))
+def test_devkit_command_in_the_runtime_image_fails_with_one_line(
+    runtime_tree: Path, command: str
+) -> None:
+    done = _run_in(runtime_tree, "-m", "stream", command, "--help")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"stream {command}: not in this image"), line
+    assert "`devkit` target" in line
+
+
+def test_runtime_image_imports_every_runtime_module(runtime_tree: Path) -> None:
+    modules = sorted(
+        ".".join(path.relative_to(runtime_tree).with_suffix("").parts).removesuffix(".__init__")
+        for path in (runtime_tree / "stream").rglob("*.py")
+        if not path.is_relative_to(runtime_tree / DEVKIT_DIR) and path.stem != "__main__"
+    )
+    assert len(modules) > 20
+    script = f"import importlib, stream\nfor m in {modules!r}: importlib.import_module(m)\n"
+    done = _run_in(runtime_tree, "-c", script + "print(stream.__file__)")
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).is_relative_to(runtime_tree)
+    assert _run_in(runtime_tree, "-m", "stream", "--help").returncode == 0
+
+
+def test_compose_builds_the_devkit_target_only_for_devkit_commands() -> None:
+    services = _compose()["services"]
+    built = {name: service for name, service in services.items() if "build" in service}
+    assert {"processor", "upstream"} <= set(built)
+    images: dict[str, str] = {}
+    for name, service in built.items():
+        command = service.get("command", ["run"])
+        wanted = "devkit" if command[0] in DEVKIT_COMMANDS else "runtime"
+        assert service["build"] == {"context": ".", "target": wanted}, name
+        assert images.setdefault(wanted, service["image"]) == service["image"], name
+    assert len(set(images.values())) == len(images), "one tag per target"
+
+
+def test_kubernetes_runs_no_devkit_command(built: list[Obj]) -> None:
+    image = _container(built, "Deployment")["image"]
+    for obj in built:
+        pod = _pod_spec(obj)
+        for container in pod["containers"] if pod else []:
+            if container["image"] == image:
+                assert "command" not in container, "the image's ENTRYPOINT is `stream`"
+                command = container.get("args", ["run"])[0]
+                assert command not in DEVKIT_COMMANDS, (obj["kind"], command)
