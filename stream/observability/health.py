@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.observability.httpserver import Request, Response, Routes, json_response
+from stream.observability.metrics import READY
 
 __all__ = ["LIVENESS_STALL_S", "Probes", "routes"]
 
@@ -32,7 +33,16 @@ class Probes:
 
 
 def routes(probes: Probes) -> Routes:
+    def checks() -> dict[str, bool]:
+        return {
+            "group_joined": probes.joined(),
+            "mongo_reachable": probes.mongo_ok(),
+            "limiter_open": probes.limiter_open(),
+        }
+
     async def metrics(_: Request) -> Response:
+        # Readiness as a series too: alerts see what the probe sees, even where none probes.
+        READY.set(1 if all(checks().values()) else 0)
         return Response(200, {"content-type": CONTENT_TYPE_LATEST}, generate_latest())
 
     async def healthz(_: Request) -> Response:
@@ -41,12 +51,8 @@ def routes(probes: Probes) -> Routes:
         return json_response({"ok": ok, "loop_stalled_s": round(stalled_s, 3)}, 200 if ok else 503)
 
     async def readyz(_: Request) -> Response:
-        checks = {
-            "group_joined": probes.joined(),
-            "mongo_reachable": probes.mongo_ok(),
-            "limiter_open": probes.limiter_open(),
-        }
-        ok = all(checks.values())
-        return json_response({"ok": ok, "checks": checks}, 200 if ok else 503)
+        results = checks()
+        ok = all(results.values())
+        return json_response({"ok": ok, "checks": results}, 200 if ok else 503)
 
     return {("GET", "/metrics"): metrics, ("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz}

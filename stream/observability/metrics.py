@@ -18,6 +18,7 @@ __all__ = [
     "CONSUMER_LAG",
     "DEAD_LETTERED",
     "END_TO_END_DELAY",
+    "HALTED",
     "IN_FLIGHT",
     "LAST_COMMIT_TIME",
     "LIMITER_DROPS",
@@ -29,6 +30,7 @@ __all__ = [
     "PAUSED_PARTITIONS",
     "PROCESSING_DURATION",
     "PROCESSING_ERRORS",
+    "READY",
     "RECORDS_CONSUMED",
     "RETRIED",
     "STORED",
@@ -117,3 +119,5 @@ PAUSED_PARTITIONS = Gauge("stream_paused_partitions", "Assigned partitions curre
 LAST_COMMIT_TIME = Gauge(
     "stream_last_commit_timestamp_seconds", "Unix time of the last successful offset commit"
 )
+HALTED = Gauge("stream_halted", "1 while consumption is halted, by reason", ["reason"])
+READY = Gauge("stream_ready", "1 while /readyz would answer 200, as of the last scrape")
