@@ -47,6 +47,8 @@ BASE = DEPLOY / "base"
 PRODUCTION = DEPLOY / "overlays" / "production"
 COMPOSE = ROOT / "docker-compose.yml"
 GRAFANA = DEPLOY / "grafana"
+PROMETHEUS = DEPLOY / "prometheus"
+ALERTS = PROMETHEUS / "alerts.yml"
 
 # Always secret. STREAM_MONGO_URL joins them wherever it carries credentials (production).
 SECRET_SETTINGS = {"STREAM_API_TOKEN", "STREAM_KAFKA_SASL_PASSWORD"}
@@ -573,8 +575,54 @@ def test_dashboard_queries_only_metrics_the_package_exposes() -> None:
         "stream_end_to_end_delay_seconds_bucket",
         "stream_api_latency_seconds_bucket",
         "stream_mongo_write_seconds_bucket",
+        "stream_last_commit_timestamp_seconds",
+        "stream_halted",
+        "stream_processing_errors_total",
+        "stream_limiter_paused",
     }
     assert wanted <= queried
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert len(set(titles)) == len(titles)
+    assert not [title for title in titles if "upsert" in title], "the sink inserts"
+    cells = [(p["gridPos"]["x"], p["gridPos"]["y"]) for p in dashboard["panels"]]
+    assert len(set(cells)) == len(cells), "panels overlap"
+
+
+def test_alert_rules_query_only_metrics_the_package_exposes() -> None:
+    exposed = _exposed_series()
+    rules = [rule for group in _load_one(ALERTS)["groups"] for rule in group["rules"]]
+    assert len({rule["alert"] for rule in rules}) == len(rules)
+    queried: set[str] = set()
+    for rule in rules:
+        names = _metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= exposed, (rule["alert"], names - exposed)
+        queried |= names
+        assert parse_duration("for", rule["for"]) > 0, rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]
+    wanted = {
+        "stream_consumer_lag",  # lag growing
+        "stream_last_commit_timestamp_seconds",  # no commit for 10 minutes
+        "stream_sms_dead_lettered_total",  # DLQ rate
+        "stream_halted",
+        "stream_limiter_paused",  # paused long
+        "stream_ready",
+    }
+    assert wanted <= queried
+
+
+def test_alert_rules_are_loaded_by_compose_and_kubernetes(built: list[Obj]) -> None:
+    assert _one(built, "PrometheusRule")["spec"] == _load_one(ALERTS)
+    prometheus = _compose()["services"]["prometheus"]
+    mounts = {
+        Path(target): ROOT / source
+        for source, target in (v.removesuffix(":ro").split(":") for v in prometheus["volumes"])
+    }
+    config = PROMETHEUS / "prometheus.yml"
+    (config_target,) = [target for target, source in mounts.items() if source == config]
+    rule_files = _load_one(config)["rule_files"]
+    assert [mounts.get(config_target.parent / entry) for entry in rule_files] == [ALERTS]
 
 
 def test_dockerfile_targets_run_stream_as_non_root() -> None:
