@@ -8,8 +8,15 @@ Pure file checks (PyYAML; no cluster, no Docker):
 - probes, Service, ServiceMonitor, PodDisruptionBudget and the KEDA ScaledObject point at
   the Deployment's pods and its `metrics` port;
 - the topic scripts (Kubernetes Job, compose `topic-init`) create exactly the topics
-  `Settings` derives, and the autoscaler never outgrows the main topic's partitions;
-- the Grafana dashboard queries only series that `stream.observability.metrics` exposes.
+  `Settings` derives, all with the main topic's partitions, and the autoscaler never
+  outgrows them;
+- the image is named once (the base's `images:`), and the README builds and pushes that
+  name; the README's grace period and rollout numbers are the manifests';
+- the Grafana dashboard and the alert rules (compose's file, the PrometheusRule: the same)
+  query only series that `stream.observability.metrics` exposes;
+- the Dockerfile's `runtime` target leaves out `stream/devkit` (a devkit command there
+  fails with one line, every other module imports), `devkit` has it, and compose builds
+  `devkit` only for devkit commands.
 
 The Kubernetes checks run on `_kustomize_build`, a small Python rendering of
 `kustomize build` that knows just what our kustomizations use, for the base and for the
@@ -26,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +72,8 @@ _MERGE_KEYS = {
     "volumeMounts": "mountPath",
     "ports": "containerPort",
 }
+# What a pod needs after the drain: the final commit and the LeaveGroup request.
+COMMIT_AND_LEAVE_S = 10
 DEVKIT_DIR = "stream/devkit"
 # What the runtime image has in the devkit's place (Dockerfile, runtime-builder).
 DEVKIT_STAND_IN = "deploy/docker/devkit_absent.py"
@@ -299,6 +309,11 @@ def runtime_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _yaml_files() -> list[Path]:
     files = [
         path for path in sorted(DEPLOY.rglob("*.y*ml")) if DEPLOY / "local" not in path.parents
@@ -418,21 +433,25 @@ def test_service_monitor_budget_and_scaler_target_the_deployment(built: list[Obj
     assert scaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
 
-def test_image_name_is_the_same_everywhere() -> None:
+def test_image_is_named_in_one_place_and_the_readme_builds_that_name() -> None:
     raw = _one(_load_all(BASE / "deployment.yaml"), "Deployment")
     (container,) = raw["spec"]["template"]["spec"]["containers"]
-    name = container["image"]
-    kustomize_names = {
-        image["name"]
-        for directory in (BASE, PRODUCTION)
-        for image in _load_one(directory / "kustomization.yaml")["images"]
-    }
-    assert kustomize_names == {name}
+    placeholder = container["image"]
+    (image,) = _load_one(BASE / "kustomization.yaml")["images"]
+    assert image["name"] == placeholder
+    assert "images" not in _load_one(PRODUCTION / "kustomization.yaml"), "set in the base only"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert image["newTag"] == version
+    name = f"{image['newName']}:{image['newTag']}"
+    for directory in (BASE, PRODUCTION):
+        assert _container(_kustomize_build(directory), "Deployment")["image"] == name
+    section = _readme_section("Deploying on Kubernetes")
+    assert re.findall(r"docker build --target runtime -t (\S+) \.", section) == [name]
+    assert re.findall(r"docker push (\S+)", section) == [name]
     services = _compose()["services"]
-    assert {_split_image(services[s]["image"])[0] for s in ("processor", "upstream")} == {name}
-    (image,) = _load_one(PRODUCTION / "kustomization.yaml")["images"]
-    built = _container(_kustomize_build(PRODUCTION), "Deployment")["image"]
-    assert built == f"{image['newName']}:{image['newTag']}"
+    assert {_split_image(services[s]["image"])[0] for s in ("processor", "upstream")} == {
+        placeholder
+    }
 
 
 def test_topic_scripts_create_the_topics_the_settings_derive() -> None:
@@ -444,8 +463,10 @@ def test_topic_scripts_create_the_topics_the_settings_derive() -> None:
         "compose": (compose["topic-init"]["command"][0], compose["processor"]["environment"]),
     }
     for where, (script, env) in scripts.items():
-        created = set(_created_topics(script))
-        assert created == _topics(Settings.from_env(env)) == _topics(Settings()), where
+        created = _created_topics(script)
+        settings = Settings.from_env(env)
+        assert set(created) == _topics(settings) == _topics(Settings()), where
+        assert set(created.values()) == {created[settings.topic]}, "as many as the main topic"
 
 
 def test_autoscaler_stays_within_the_main_topic_partitions(built: list[Obj]) -> None:
@@ -475,7 +496,19 @@ def test_grace_period_outlasts_pre_stop_and_drain(built: list[Obj]) -> None:
     assert pod is not None
     sleep, seconds = _container(built, "Deployment")["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > float(seconds) + drain_s
+    grace_s = pod["terminationGracePeriodSeconds"]
+    assert grace_s >= float(seconds) + drain_s + COMMIT_AND_LEAVE_S
+    section = _readme_section("Deploying on Kubernetes")
+    assert f"`terminationGracePeriodSeconds: {grace_s}`" in section
+
+
+def test_readme_states_the_rollout_and_disruption_numbers(built: list[Obj]) -> None:
+    rolling = _one(built, "Deployment")["spec"]["strategy"]["rollingUpdate"]
+    budget = _one(built, "PodDisruptionBudget")["spec"]
+    section = " ".join(_readme_section("Deploying on Kubernetes").split())
+    rollouts = f"(`maxSurge: {rolling['maxSurge']}`, `maxUnavailable: {rolling['maxUnavailable']}`)"
+    assert rollouts in section
+    assert f"PodDisruptionBudget's `maxUnavailable: {budget['maxUnavailable']}`" in section
 
 
 def test_compose_stop_grace_period_outlasts_the_drain() -> None:
