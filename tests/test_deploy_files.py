@@ -276,14 +276,17 @@ def _effective_instructions(stages: dict[str, _Stage], target: str) -> dict[str,
     return merged
 
 
+def _dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def _docker_ignored(path: str) -> bool:
     """.dockerignore's verdict on `path`: the last pattern matching it or a parent wins."""
     parts = Path(path).parts
     prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
     ignored = False
-    for pattern in (ROOT / ".dockerignore").read_text().split():
-        if pattern.startswith("#"):
-            continue
+    for pattern in _dockerignore_patterns():
         negated = pattern.startswith("!")
         if any(fnmatch.fnmatchcase(prefix, pattern.removeprefix("!")) for prefix in prefixes):
             ignored = not negated
@@ -669,8 +672,7 @@ def test_dockerfile_targets_run_stream_as_non_root() -> None:
         assert json.loads(instructions["CMD"][-1]) == ["run"], target
         assert instructions["EXPOSE"] == [str(METRICS_PORT)], target
         assert "/healthz" in instructions["HEALTHCHECK"][-1], target
-    ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {".git", ".venv", ".stack"} <= ignored
+    assert all(_docker_ignored(path) for path in (".git", ".venv", ".stack", "tests", "deploy"))
 
 
 def test_runtime_image_leaves_out_the_devkit_and_the_devkit_image_has_it() -> None:
