@@ -1,23 +1,35 @@
 # syntax=docker/dockerfile:1
 #
-# Two stages. The builder installs the package and its dependencies into a virtualenv at
-# /opt/venv; the runtime copies only that virtualenv onto a clean slim image (no pip
-# cache, no build context) and runs it as an unprivileged user with a numeric uid, so
-# Kubernetes' runAsNonRoot can verify it.
+# Two targets on one base:
+#   runtime  what production runs: the package without stream/devkit (the default target)
+#   devkit   runtime plus the devkit, for docker compose's `upstream` service
+#            (`stream upstream`, the reference parse API)
+# The builders install into a virtualenv at /opt/venv; each target copies only that
+# virtualenv onto a clean slim image (no pip cache, no build context) and runs it as an
+# unprivileged user with a numeric uid, so Kubernetes' runAsNonRoot can verify it.
 
-FROM python:3.11-slim AS builder
+FROM python:3.11-slim AS source
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/venv
 WORKDIR /src
 # pyproject.toml names README.md as the package's long description, so it is part of the build.
 COPY pyproject.toml README.md ./
 COPY stream ./stream
-RUN /opt/venv/bin/pip install .
 
 
-FROM python:3.11-slim AS runtime
+FROM source AS devkit-builder
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+
+
+FROM source AS runtime-builder
+# In the devkit's place, a module that makes `stream upstream|stack|demo` exit with one line.
+RUN rm -r stream/devkit
+COPY deploy/docker/devkit_absent.py stream/devkit/__init__.py
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+
+
+FROM python:3.11-slim AS base
 
 # Byte code was compiled at install time; the root filesystem is read-only in Kubernetes.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -26,7 +38,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 stream \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin stream
-COPY --from=builder /opt/venv /opt/venv
 
 USER 10001:10001
 WORKDIR /tmp
@@ -39,3 +50,12 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 
 ENTRYPOINT ["stream"]
 CMD ["run"]
+
+
+FROM base AS devkit
+COPY --from=devkit-builder /opt/venv /opt/venv
+
+
+# Last, so that a plain `docker build .` gives the production image.
+FROM base AS runtime
+COPY --from=runtime-builder /opt/venv /opt/venv

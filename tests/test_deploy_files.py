@@ -8,8 +8,15 @@ Pure file checks (PyYAML; no cluster, no Docker):
 - probes, Service, ServiceMonitor, PodDisruptionBudget and the KEDA ScaledObject point at
   the Deployment's pods and its `metrics` port;
 - the topic scripts (Kubernetes Job, compose `topic-init`) create exactly the topics
-  `Settings` derives, and the autoscaler never outgrows the main topic's partitions;
-- the Grafana dashboard queries only series that `stream.observability.metrics` exposes.
+  `Settings` derives, all with the main topic's partitions, and the autoscaler never
+  outgrows them;
+- the image is named once (the base's `images:`), and the README builds and pushes that
+  name; the README's grace period and rollout numbers are the manifests';
+- the Grafana dashboard and the alert rules (compose's file, the PrometheusRule: the same)
+  query only series that `stream.observability.metrics` exposes;
+- the Dockerfile's `runtime` target leaves out `stream/devkit` (a devkit command there
+  fails with one line, every other module imports), `devkit` has it, and compose builds
+  `devkit` only for devkit commands.
 
 The Kubernetes checks run on `_kustomize_build`, a small Python rendering of
 `kustomize build` that knows just what our kustomizations use, for the base and for the
@@ -19,11 +26,16 @@ production overlay.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +44,7 @@ import pytest
 import yaml
 
 import stream.observability.metrics
+from stream.cli import COMMANDS
 from stream.config import SETTINGS_DOC, Settings, parse_duration
 
 Obj = dict[str, Any]
@@ -42,6 +55,8 @@ BASE = DEPLOY / "base"
 PRODUCTION = DEPLOY / "overlays" / "production"
 COMPOSE = ROOT / "docker-compose.yml"
 GRAFANA = DEPLOY / "grafana"
+PROMETHEUS = DEPLOY / "prometheus"
+ALERTS = PROMETHEUS / "alerts.yml"
 
 # Always secret. STREAM_MONGO_URL joins them wherever it carries credentials (production).
 SECRET_SETTINGS = {"STREAM_API_TOKEN", "STREAM_KAFKA_SASL_PASSWORD"}
@@ -56,6 +71,14 @@ _MERGE_KEYS = {
     "env": "name",
     "volumeMounts": "mountPath",
     "ports": "containerPort",
+}
+# What a pod needs after the drain: the final commit and the LeaveGroup request.
+COMMIT_AND_LEAVE_S = 10
+DEVKIT_DIR = "stream/devkit"
+# What the runtime image has in the devkit's place (Dockerfile, runtime-builder).
+DEVKIT_STAND_IN = "deploy/docker/devkit_absent.py"
+DEVKIT_COMMANDS = {
+    command for command, (module, _) in COMMANDS.items() if module.startswith("stream.devkit")
 }
 _CREATE_TOPIC = re.compile(r"^\s*create (\S+) (\d+)\s*$", re.MULTILINE)
 # What PromQL has besides metric names: strings, label matchers, ranges, grouping clauses.
@@ -216,6 +239,84 @@ def _canonical(node: Any) -> Any:
     return node
 
 
+@dataclass(frozen=True)
+class _Stage:
+    parent: str
+    instructions: dict[str, list[str]]
+
+
+def _dockerfile_stages() -> dict[str, _Stage]:
+    """Stages by name, in file order: continuation lines joined, comments dropped."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    stages: dict[str, _Stage] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        if not line.strip():
+            continue
+        name, args = line.split(maxsplit=1)
+        if name.upper() == "FROM":
+            parent, _as, stage = args.split()
+            stages[stage] = _Stage(parent, {})
+        else:
+            stage_instructions = list(stages.values())[-1].instructions
+            stage_instructions.setdefault(name.upper(), []).append(" ".join(args.split()))
+    return stages
+
+
+def _effective_instructions(stages: dict[str, _Stage], target: str) -> dict[str, list[str]]:
+    """What `target` inherits from its parent stages, then its own, per instruction."""
+    chain = []
+    while target in stages:
+        chain.insert(0, stages[target])
+        target = stages[target].parent
+    merged: dict[str, list[str]] = {"RUN": [], "COPY": []}
+    for stage in chain:
+        for name, args in stage.instructions.items():
+            merged.setdefault(name, []).extend(args)
+    return merged
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _docker_ignored(path: str) -> bool:
+    """.dockerignore's verdict on `path`: the last pattern matching it or a parent wins."""
+    parts = Path(path).parts
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for pattern in _dockerignore_patterns():
+        negated = pattern.startswith("!")
+        if any(fnmatch.fnmatchcase(prefix, pattern.removeprefix("!")) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def _run_in(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python *args` with `tree` first on the path, as the image's virtualenv would have it."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def runtime_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as the runtime builder installs it (the Dockerfile's devkit steps)."""
+    tree = tmp_path_factory.mktemp("runtime")
+    shutil.copytree(ROOT / "stream", tree / "stream", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(tree / DEVKIT_DIR)
+    (tree / DEVKIT_DIR).mkdir()
+    shutil.copy(ROOT / DEVKIT_STAND_IN, tree / DEVKIT_DIR / "__init__.py")
+    return tree
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _yaml_files() -> list[Path]:
     files = [
         path for path in sorted(DEPLOY.rglob("*.y*ml")) if DEPLOY / "local" not in path.parents
@@ -335,21 +436,25 @@ def test_service_monitor_budget_and_scaler_target_the_deployment(built: list[Obj
     assert scaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
 
-def test_image_name_is_the_same_everywhere() -> None:
+def test_image_is_named_in_one_place_and_the_readme_builds_that_name() -> None:
     raw = _one(_load_all(BASE / "deployment.yaml"), "Deployment")
     (container,) = raw["spec"]["template"]["spec"]["containers"]
-    name = container["image"]
-    kustomize_names = {
-        image["name"]
-        for directory in (BASE, PRODUCTION)
-        for image in _load_one(directory / "kustomization.yaml")["images"]
-    }
-    assert kustomize_names == {name}
+    placeholder = container["image"]
+    (image,) = _load_one(BASE / "kustomization.yaml")["images"]
+    assert image["name"] == placeholder
+    assert "images" not in _load_one(PRODUCTION / "kustomization.yaml"), "set in the base only"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert image["newTag"] == version
+    name = f"{image['newName']}:{image['newTag']}"
+    for directory in (BASE, PRODUCTION):
+        assert _container(_kustomize_build(directory), "Deployment")["image"] == name
+    section = _readme_section("Deploying on Kubernetes")
+    assert re.findall(r"docker build --target runtime -t (\S+) \.", section) == [name]
+    assert re.findall(r"docker push (\S+)", section) == [name]
     services = _compose()["services"]
-    assert {_split_image(services[s]["image"])[0] for s in ("processor", "upstream")} == {name}
-    (image,) = _load_one(PRODUCTION / "kustomization.yaml")["images"]
-    built = _container(_kustomize_build(PRODUCTION), "Deployment")["image"]
-    assert built == f"{image['newName']}:{image['newTag']}"
+    assert {_split_image(services[s]["image"])[0] for s in ("processor", "upstream")} == {
+        placeholder
+    }
 
 
 def test_topic_scripts_create_the_topics_the_settings_derive() -> None:
@@ -361,8 +466,10 @@ def test_topic_scripts_create_the_topics_the_settings_derive() -> None:
         "compose": (compose["topic-init"]["command"][0], compose["processor"]["environment"]),
     }
     for where, (script, env) in scripts.items():
-        created = set(_created_topics(script))
-        assert created == _topics(Settings.from_env(env)) == _topics(Settings()), where
+        created = _created_topics(script)
+        settings = Settings.from_env(env)
+        assert set(created) == _topics(settings) == _topics(Settings()), where
+        assert set(created.values()) == {created[settings.topic]}, "as many as the main topic"
 
 
 def test_autoscaler_stays_within_the_main_topic_partitions(built: list[Obj]) -> None:
@@ -392,7 +499,19 @@ def test_grace_period_outlasts_pre_stop_and_drain(built: list[Obj]) -> None:
     assert pod is not None
     sleep, seconds = _container(built, "Deployment")["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > float(seconds) + drain_s
+    grace_s = pod["terminationGracePeriodSeconds"]
+    assert grace_s >= float(seconds) + drain_s + COMMIT_AND_LEAVE_S
+    section = _readme_section("Deploying on Kubernetes")
+    assert f"`terminationGracePeriodSeconds: {grace_s}`" in section
+
+
+def test_readme_states_the_rollout_and_disruption_numbers(built: list[Obj]) -> None:
+    rolling = _one(built, "Deployment")["spec"]["strategy"]["rollingUpdate"]
+    budget = _one(built, "PodDisruptionBudget")["spec"]
+    section = " ".join(_readme_section("Deploying on Kubernetes").split())
+    rollouts = f"(`maxSurge: {rolling['maxSurge']}`, `maxUnavailable: {rolling['maxUnavailable']}`)"
+    assert rollouts in section
+    assert f"PodDisruptionBudget's `maxUnavailable: {budget['maxUnavailable']}`" in section
 
 
 def test_compose_stop_grace_period_outlasts_the_drain() -> None:
@@ -430,12 +549,8 @@ def test_python_build_matches_kubectl_kustomize(kustomization: Path, built: list
     assert _canonical(ours) == _canonical(real)
 
 
-def test_production_runs_no_reference_upstream() -> None:
+def test_production_calls_the_real_api() -> None:
     objects = _kustomize_build(PRODUCTION)
-    for obj in objects:
-        pod = _pod_spec(obj)
-        for container in pod["containers"] if pod else []:
-            assert "upstream" not in [*container.get("command", []), *container.get("args", [])]
     settings_env = _one(objects, "ConfigMap", "stream-config")["data"]
     assert settings_env["STREAM_PROCESSOR"] == "http"
     assert settings_env["STREAM_API_URL"].startswith("https://")
@@ -496,23 +611,135 @@ def test_dashboard_queries_only_metrics_the_package_exposes() -> None:
         "stream_end_to_end_delay_seconds_bucket",
         "stream_api_latency_seconds_bucket",
         "stream_mongo_write_seconds_bucket",
+        "stream_last_commit_timestamp_seconds",
+        "stream_halted",
+        "stream_processing_errors_total",
+        "stream_limiter_paused",
+    }
+    assert wanted <= queried
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert len(set(titles)) == len(titles)
+    assert not [title for title in titles if "upsert" in title], "the sink inserts"
+    cells = [(p["gridPos"]["x"], p["gridPos"]["y"]) for p in dashboard["panels"]]
+    assert len(set(cells)) == len(cells), "panels overlap"
+
+
+def test_alert_rules_query_only_metrics_the_package_exposes() -> None:
+    exposed = _exposed_series()
+    rules = [rule for group in _load_one(ALERTS)["groups"] for rule in group["rules"]]
+    assert len({rule["alert"] for rule in rules}) == len(rules)
+    queried: set[str] = set()
+    for rule in rules:
+        names = _metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= exposed, (rule["alert"], names - exposed)
+        queried |= names
+        assert parse_duration("for", rule["for"]) > 0, rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]
+    wanted = {
+        "stream_consumer_lag",  # lag growing
+        "stream_last_commit_timestamp_seconds",  # no commit for 10 minutes
+        "stream_sms_dead_lettered_total",  # DLQ rate
+        "stream_halted",
+        "stream_limiter_paused",  # paused long
+        "stream_ready",
     }
     assert wanted <= queried
 
 
-def test_dockerfile_builds_in_stages_and_runs_as_non_root() -> None:
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()]
-    instructions = [line.split(maxsplit=1) for line in lines if line and not line.startswith("#")]
-    by_name: dict[str, list[str]] = {}
-    for name, *rest in instructions:
-        by_name.setdefault(name.upper(), []).append(rest[0] if rest else "")
-    assert len(by_name["FROM"]) >= 2
-    user = by_name["USER"][-1].split(":")[0]
-    assert user not in ("root", "0")
-    assert json.loads(by_name["ENTRYPOINT"][-1]) == ["stream"]
-    assert json.loads(by_name["CMD"][-1]) == ["run"]
-    assert by_name["EXPOSE"] == [str(METRICS_PORT)]
-    assert "/healthz" in by_name["HEALTHCHECK"][-1]
-    ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {".git", ".venv", ".stack"} <= ignored
+def test_alert_rules_are_loaded_by_compose_and_kubernetes(built: list[Obj]) -> None:
+    assert _one(built, "PrometheusRule")["spec"] == _load_one(ALERTS)
+    prometheus = _compose()["services"]["prometheus"]
+    mounts = {
+        Path(target): ROOT / source
+        for source, target in (v.removesuffix(":ro").split(":") for v in prometheus["volumes"])
+    }
+    config = PROMETHEUS / "prometheus.yml"
+    (config_target,) = [target for target, source in mounts.items() if source == config]
+    rule_files = _load_one(config)["rule_files"]
+    assert [mounts.get(config_target.parent / entry) for entry in rule_files] == [ALERTS]
+
+
+def test_dockerfile_targets_run_stream_as_non_root() -> None:
+    stages = _dockerfile_stages()
+    assert list(stages)[-1] == "runtime", "a plain `docker build .` gives the runtime image"
+    for target in ("runtime", "devkit"):
+        instructions = _effective_instructions(stages, target)
+        user = instructions["USER"][-1].split(":")[0]
+        assert user not in ("root", "0"), target
+        assert json.loads(instructions["ENTRYPOINT"][-1]) == ["stream"], target
+        assert json.loads(instructions["CMD"][-1]) == ["run"], target
+        assert instructions["EXPOSE"] == [str(METRICS_PORT)], target
+        assert "/healthz" in instructions["HEALTHCHECK"][-1], target
+    assert all(_docker_ignored(path) for path in (".git", ".venv", ".stack", "tests", "deploy"))
+
+
+def test_runtime_image_leaves_out_the_devkit_and_the_devkit_image_has_it() -> None:
+    stages = _dockerfile_stages()
+    builders = {}
+    for target in ("runtime", "devkit"):
+        (copy,) = _effective_instructions(stages, target)["COPY"]
+        source, destination = copy.removeprefix("--from=").split()[0], copy.split()[-1]
+        assert (copy.split()[1], destination) == ("/opt/venv", "/opt/venv"), copy
+        builders[target] = _effective_instructions(stages, source)
+    assert f"rm -r {DEVKIT_DIR}" in builders["runtime"]["RUN"]
+    assert f"{DEVKIT_STAND_IN} {DEVKIT_DIR}/__init__.py" in builders["runtime"]["COPY"]
+    devkit_steps = builders["devkit"]["RUN"] + builders["devkit"]["COPY"]
+    assert not any("devkit" in step for step in devkit_steps)
+    for stage in stages.values():
+        for copy in stage.instructions.get("COPY", []):
+            if not copy.startswith("--from="):
+                for source in copy.split()[:-1]:
+                    assert (ROOT / source).exists(), source
+                    assert not _docker_ignored(source), source
+
+
+@pytest.mark.parametrize("command", sorted(DEVKIT_COMMANDS))
+def test_devkit_command_in_the_runtime_image_fails_with_one_line(
+    runtime_tree: Path, command: str
+) -> None:
+    done = _run_in(runtime_tree, "-m", "stream", command, "--help")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"stream {command}: not in this image"), line
+    assert "`devkit` target" in line
+
+
+def test_runtime_image_imports_every_runtime_module(runtime_tree: Path) -> None:
+    modules = sorted(
+        ".".join(path.relative_to(runtime_tree).with_suffix("").parts).removesuffix(".__init__")
+        for path in (runtime_tree / "stream").rglob("*.py")
+        if not path.is_relative_to(runtime_tree / DEVKIT_DIR) and path.stem != "__main__"
+    )
+    assert len(modules) > 20
+    script = f"import importlib, stream\nfor m in {modules!r}: importlib.import_module(m)\n"
+    done = _run_in(runtime_tree, "-c", script + "print(stream.__file__)")
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).is_relative_to(runtime_tree)
+    assert _run_in(runtime_tree, "-m", "stream", "--help").returncode == 0
+
+
+def test_compose_builds_the_devkit_target_only_for_devkit_commands() -> None:
+    services = _compose()["services"]
+    built = {name: service for name, service in services.items() if "build" in service}
+    assert {"processor", "upstream"} <= set(built)
+    images: dict[str, str] = {}
+    for name, service in built.items():
+        command = service.get("command", ["run"])
+        wanted = "devkit" if command[0] in DEVKIT_COMMANDS else "runtime"
+        assert service["build"] == {"context": ".", "target": wanted}, name
+        assert images.setdefault(wanted, service["image"]) == service["image"], name
+    assert len(set(images.values())) == len(images), "one tag per target"
+
+
+def test_kubernetes_runs_no_devkit_command(built: list[Obj]) -> None:
+    image = _container(built, "Deployment")["image"]
+    for obj in built:
+        pod = _pod_spec(obj)
+        for container in pod["containers"] if pod else []:
+            if container["image"] == image:
+                assert "command" not in container, "the image's ENTRYPOINT is `stream`"
+                command = container.get("args", ["run"])[0]
+                assert command not in DEVKIT_COMMANDS, (obj["kind"], command)

@@ -3,8 +3,10 @@ its templates meant, and bad record values the codec must dead-letter."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import statistics
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,6 +19,7 @@ from stream.sms.codec import decode_sms
 from stream.sms.parser import CATEGORIES, parse_sms
 from stream.tools.synthetic import (
     DEFAULT_MAX_SMS_BYTES,
+    MEAN_GAP_S,
     labelled_sms,
     malformed_records,
     synthetic_sms,
@@ -62,6 +65,29 @@ def test_record_shape_and_times() -> None:
     assert times == sorted(times)
     assert len({record["sender"] for record in records}) > 30
     assert len({record["body"] for record in records}) > 0.9 * len(records)  # offers repeat
+
+
+def test_without_a_start_every_sms_was_received_in_the_past() -> None:
+    count = 5062  # the demo's records: they used to reach 2.8 hours into the future
+    before = datetime.now(UTC)
+    times = [
+        datetime.fromisoformat(str(record["received_at"]))
+        for record in synthetic_sms(random.Random(4), count=count)
+    ]
+    after = datetime.now(UTC)
+    span = timedelta(seconds=(count - 1) * MEAN_GAP_S)
+    assert max(times) <= after
+    assert before - span - timedelta(milliseconds=1) <= times[0] <= after - span
+    assert times == sorted(times)
+
+
+def test_gaps_average_the_mean_gap_and_never_add_up_past_the_span() -> None:
+    count = 2000
+    times = [datetime.fromisoformat(str(record["received_at"])) for record in _records(6, count)]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
+    assert 0.9 < statistics.fmean(gaps) / MEAN_GAP_S < 1.1
+    assert max(gaps) < 2 * MEAN_GAP_S
+    assert times[-1] - times[0] <= timedelta(seconds=(count - 1) * MEAN_GAP_S)
 
 
 def test_start_defaults_to_now_and_naive_means_utc() -> None:

@@ -16,13 +16,14 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from stream.adapters.kafka import client_options, ensure_topics
@@ -36,7 +37,7 @@ from stream.observability.logs import mask
 from stream.tools.dlq import dlq_entries
 from stream.tools.produce import produce_records, synthetic_records
 
-__all__ = ["main"]
+__all__ = ["Progress", "main", "processed_records"]
 
 HTTP_DEMO_UPSTREAM = UpstreamBehaviour(
     latency_median=0.25, latency_sigma=0.5, latency_max=3.0, rate=300.0, error_rate=0.01
@@ -56,6 +57,66 @@ SHOWN_METRICS = (
     "stream_limiter_limit",
 )
 
+OUTCOMES = (
+    "stream_sms_stored_total",
+    "stream_sms_already_stored_total",
+    "stream_sms_dead_lettered_total",
+)
+"""Where a record's processing ends; a retried one gets here on a later attempt."""
+
+POLL_S = 0.5
+"""How often the demo looks at the progress: often enough to look live on a terminal."""
+
+PLAIN_LINE_EVERY_S = 5.0
+"""Without a terminal (CI, a pipe), one progress line per 5 s: a log, not an animation."""
+
+
+def processed_records(registry: CollectorRegistry = REGISTRY) -> int:
+    """Records whose processing ended (stored, already stored or dead-lettered), so far.
+
+    The demo runs the consumer in-process, so it reads the consumer's own counters; a
+    redelivered record counts again, which a caller should expect past the total.
+    """
+    return round(
+        sum(
+            sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name in OUTCOMES
+        )
+    )
+
+
+class Progress:
+    """Shows `done of total` records processed: redrawn in place on a terminal, otherwise
+    a plain line when the count changed, at most every PLAIN_LINE_EVERY_S."""
+
+    def __init__(
+        self, total: int, out: TextIO, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._total = total
+        self._out = out
+        self._clock = clock
+        self._interactive = out.isatty()
+        self._shown: tuple[int, float] | None = None
+
+    def update(self, done: int) -> None:
+        text = f"  processing... {min(done, self._total)} of {self._total} records processed"
+        if self._interactive:
+            self._out.write(f"\r{text}   ")
+            self._out.flush()
+            return
+        now = self._clock()
+        if self._shown is None or (
+            done != self._shown[0] and now - self._shown[1] >= PLAIN_LINE_EVERY_S
+        ):
+            print(text, file=self._out, flush=True)
+            self._shown = (done, now)
+
+    def finish(self, message: str) -> None:
+        prefix, padding = ("\r", " " * 30) if self._interactive else ("", "")
+        print(f"{prefix}  {message}{padding}", file=self._out, flush=True)
+
 
 async def _partitions(admin: Any, topics: list[str]) -> list[TopicPartition]:
     described = await admin.describe_topics(topics)
@@ -71,21 +132,25 @@ async def _unsettled(settings: Settings, admin: Any, consumer: AIOKafkaConsumer)
     return sum(end - (done[tp].offset if tp in done else 0) for tp, end in ends.items())
 
 
-async def _run_until_settled(settings: Settings) -> float:
+async def _run_until_settled(settings: Settings, total: int) -> float:
+    """Run one consumer until the group has committed every record; the progress shown is
+    records processed, which runs ahead of the commits."""
     stop = asyncio.Event()
     started = time.monotonic()
+    already = processed_records()
+    progress = Progress(total, sys.stdout)
     task = asyncio.create_task(serve(settings, stop))
     admin = AIOKafkaAdminClient(**client_options(settings))
     consumer = AIOKafkaConsumer(**client_options(settings))
     await admin.start()
     await consumer.start()
     try:
-        while (left := await _unsettled(settings, admin, consumer)) > 0:
+        while await _unsettled(settings, admin, consumer) > 0:
             if task.done():
                 task.result()
-            print(f"\r  processing... {left} records not settled yet   ", end="", flush=True)
-            await asyncio.sleep(0.5)
-        print("\r  every record settled" + " " * 30)
+            progress.update(processed_records() - already)
+            await asyncio.sleep(POLL_S)
+        progress.finish("every record processed and committed")
         return time.monotonic() - started
     finally:
         stop.set()
@@ -173,7 +238,7 @@ async def _demo(args: argparse.Namespace) -> None:
             f"Processing with `stream run` ({settings.processor} processor, "
             f"metrics on http://127.0.0.1:{settings.metrics_port}/metrics)..."
         )
-        elapsed = await _run_until_settled(settings)
+        elapsed = await _run_until_settled(settings, total)
         print(f"  {total} records in {elapsed:.1f} s: {total / elapsed:,.0f} records/s")
         await _report_mongo(settings)
         await _report_dlq(settings)

@@ -2,7 +2,7 @@
 
 Liveness asks only "is the loop turning?" (a stuck loop is fixed by a restart); readiness
 asks "can this replica do useful work now?" (group joined, MongoDB answers, the limiter is
-not holding every call back), which a restart would not fix.
+not holding every call back, consumption not halted), which a restart would not fix.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.observability.httpserver import Request, Response, Routes, json_response
+from stream.observability.metrics import READY
 
 __all__ = ["LIVENESS_STALL_S", "Probes", "routes"]
 
@@ -34,7 +35,17 @@ class Probes:
 
 
 def routes(probes: Probes) -> Routes:
+    def checks() -> dict[str, bool]:
+        return {
+            "group_joined": probes.joined(),
+            "mongo_reachable": probes.mongo_ok(),
+            "limiter_open": probes.limiter_open(),
+            "not_halted": probes.halted() is None,
+        }
+
     async def metrics(_: Request) -> Response:
+        # Readiness as a series too: alerts see what the probe sees, even where none probes.
+        READY.set(1 if all(checks().values()) else 0)
         return Response(200, {"content-type": CONTENT_TYPE_LATEST}, generate_latest())
 
     async def healthz(_: Request) -> Response:
@@ -43,15 +54,10 @@ def routes(probes: Probes) -> Routes:
         return json_response({"ok": ok, "loop_stalled_s": round(stalled_s, 3)}, 200 if ok else 503)
 
     async def readyz(_: Request) -> Response:
+        results = checks()
+        ok = all(results.values())
+        body: dict[str, object] = {"ok": ok, "checks": results}
         halted = probes.halted()
-        checks = {
-            "group_joined": probes.joined(),
-            "mongo_reachable": probes.mongo_ok(),
-            "limiter_open": probes.limiter_open(),
-            "not_halted": halted is None,
-        }
-        ok = all(checks.values())
-        body: dict[str, object] = {"ok": ok, "checks": checks}
         if halted is not None:
             body["halted"] = halted
         return json_response(body, 200 if ok else 503)

@@ -30,6 +30,7 @@ __all__ = [
     "PAUSED_PARTITIONS",
     "PROCESSING_DURATION",
     "PROCESSING_ERRORS",
+    "READY",
     "RECORDS_CONSUMED",
     "RETRIED",
     "STORED",
@@ -126,3 +127,4 @@ HALTED = Gauge(
     "1 while consumption is halted by a systemic fault, by reason (http_401, dns, dlq_rate...)",
     ["reason"],
 )
+READY = Gauge("stream_ready", "1 while /readyz would answer 200, as of the last scrape")

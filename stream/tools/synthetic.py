@@ -6,7 +6,8 @@ airlines, cabs, offers, personal texts), filled with random merchants, names, am
 references and dates, so the builtin parser is exercised the way real traffic would.
 
 Everything is drawn from the `random.Random` passed in, ids included, so a seed reproduces
-a run exactly; only `received_at` depends on `start` (now, when not given).
+a run exactly; only `received_at` depends on `start`. Without a `start`, the records end
+no later than now: an SMS is received before anyone can produce it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ __all__ = [
 ]
 
 MEAN_GAP_S = 2.0
-"""Mean time between two synthetic SMS: received_at spreads like a steady trickle."""
+"""Mean time between two synthetic SMS: received_at spreads like a steady trickle.
+
+The i-th SMS falls at a random point of the gap that ends `i * MEAN_GAP_S` after the first,
+so `count` SMS span at most `(count - 1) * MEAN_GAP_S`, whatever the draws.
+"""
 
 DEFAULT_MAX_SMS_BYTES = 65536
 """STREAM_MAX_SMS_BYTES's default: the oversize malformed record is just over it."""
@@ -641,9 +646,10 @@ _TEMPLATES = (
 _WEIGHTS = tuple(template.weight for template in _TEMPLATES)
 
 
-def _utc(start: datetime | None) -> datetime:
+def _first(start: datetime | None, count: int) -> datetime:
+    """`start` in UTC (naive means UTC); without one, early enough for the last to be past."""
     if start is None:
-        return datetime.now(UTC)
+        return datetime.now(UTC) - timedelta(seconds=max(0, count - 1) * MEAN_GAP_S)
     return start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
 
 
@@ -652,12 +658,15 @@ def labelled_sms(
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """`count` synthetic SMS records, each with the fields its template put in.
 
-    The labels let tests and the demo check the builtin parser against what was meant:
-    `category` always, and the amount, currency, OTP, reference... where the template knows
-    them. Draws from `rng` exactly as `synthetic_sms` does.
+    The first is received at `start`, the others in ascending order after it (MEAN_GAP_S);
+    without a `start`, the last is received at the latest now. The labels let tests and the
+    demo check the builtin parser against what was meant: `category` always, and the
+    amount, currency, OTP, reference... where the template knows them. Draws from `rng`
+    exactly as `synthetic_sms` does.
     """
-    when = _utc(start)
-    for _ in range(count):
+    first = _first(start, count)
+    when = first
+    for number in range(1, count + 1):
         sms_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         template = rng.choices(_TEMPLATES, weights=_WEIGHTS)[0]
         sender, body, fields = template.make(rng, when)
@@ -669,7 +678,7 @@ def labelled_sms(
             "recipient": _phone(rng, template.region),
         }
         yield record, {"category": template.category, **fields}
-        when += timedelta(seconds=rng.expovariate(1 / MEAN_GAP_S))
+        when = first + timedelta(seconds=(number - rng.random()) * MEAN_GAP_S)
 
 
 def synthetic_sms(
@@ -678,7 +687,7 @@ def synthetic_sms(
     """`count` synthetic SMS records: id, sender, body, received_at (UTC, "Z") and recipient.
 
     Called by `stream produce --count N`, the demo and the benchmarks; the same seed and
-    `start` give the same records.
+    `start` give the same records. Without a `start`, every `received_at` is in the past.
     """
     for record, _ in labelled_sms(rng, count=count, start=start):
         yield record

@@ -1,0 +1,74 @@
+"""The demo's progress: records processed (not offsets committed), and no carriage returns
+where stdout is not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from stream.devkit.demo import PLAIN_LINE_EVERY_S, Progress, processed_records
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_processed_records_count_every_final_outcome_and_nothing_else() -> None:
+    registry = CollectorRegistry()
+    Counter("stream_sms_stored", "", registry=registry).inc(40)
+    Counter("stream_sms_already_stored", "", registry=registry).inc(5)
+    dead = Counter("stream_sms_dead_lettered", "", ["reason"], registry=registry)
+    dead.labels("invalid_json").inc(2)
+    dead.labels("http_422").inc(1)
+    Counter("stream_sms_retried", "", ["retry_level"], registry=registry).labels("1").inc(7)
+    Gauge("stream_in_flight_sms", "", registry=registry).set(100)
+    assert processed_records(registry) == 48
+
+
+def test_without_a_terminal_progress_is_plain_lines_at_a_steady_pace() -> None:
+    out, clock = io.StringIO(), _Clock()
+    progress = Progress(100, out, clock)
+    progress.update(0)
+    clock.now = PLAIN_LINE_EVERY_S / 2
+    progress.update(30)  # too soon after the last line
+    clock.now = PLAIN_LINE_EVERY_S * 1.5
+    progress.update(60)
+    clock.now = PLAIN_LINE_EVERY_S * 3
+    progress.update(60)  # nothing new to say
+    clock.now = PLAIN_LINE_EVERY_S * 4
+    progress.update(130)  # redelivered records count again: never show past the total
+    progress.finish("every record processed and committed")
+    text = out.getvalue()
+    assert "\r" not in text
+    assert text.splitlines() == [
+        "  processing... 0 of 100 records processed",
+        "  processing... 60 of 100 records processed",
+        "  processing... 100 of 100 records processed",
+        "  every record processed and committed",
+    ]
+
+
+def test_on_a_terminal_progress_redraws_one_line() -> None:
+    out = _Terminal()
+    progress = Progress(10, out, _Clock())
+    for done in (0, 4, 10):
+        progress.update(done)
+    assert "\n" not in out.getvalue()
+    progress.finish("every record processed and committed")
+    redraws = out.getvalue().rstrip("\n").split("\r")[1:]
+    assert [line.strip() for line in redraws] == [
+        "processing... 0 of 10 records processed",
+        "processing... 4 of 10 records processed",
+        "processing... 10 of 10 records processed",
+        "every record processed and committed",
+    ]
