@@ -12,17 +12,20 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from contextlib import AsyncExitStack
+
+from aiokafka.errors import KafkaError
 
 from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
-from stream.config import Settings
+from stream.config import Settings, help_text
 from stream.engine.batch import BatchHandler
 from stream.engine.loop import ConsumerLoop
 from stream.engine.ports import Processor
-from stream.errors import ConfigError
+from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError
 from stream.observability import logs, metrics
 from stream.observability.health import Probes, routes
 from stream.observability.httpserver import HttpServer
@@ -93,7 +96,6 @@ async def serve(
         await producer.start()
         stack.push_async_callback(producer.stop)
         consumer = new_consumer(settings)
-        await consumer.start()
         stack.push_async_callback(consumer.stop)
         loop = ConsumerLoop(
             settings, consumer, BatchHandler(settings, processor, sink, Router(producer))
@@ -104,9 +106,11 @@ async def serve(
             mongo_ok=lambda: sink.healthy,
             limiter_open=lambda: _limiter_open(limiter),
         )
+        # Bound before the consumer starts: a taken port must not cost the group a rebalance.
         server = await stack.enter_async_context(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
+        await consumer.start()
         watcher = asyncio.create_task(_watch(limiter, sink))
         stack.callback(watcher.cancel)
         loop.subscribe()
@@ -123,27 +127,77 @@ async def serve(
         log.info("stopped: drained and committed")
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+FORCED_EXIT_BASE = 128
+"""A forced exit reports 128 + the signal number, as shells do for a killed command."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
         prog="stream run",
         description="Run one consumer of the group. Configuration comes from STREAM_* "
-        "environment variables (see the README).",
+        "environment variables, read once at start; a bad one stops start-up (exit 2).",
+        epilog=help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
+
+
+def _report(message: str) -> None:
+    """One line on stderr: what an operator reads when `stream run` cannot go on."""
+    print(f"stream run: {message}", file=sys.stderr, flush=True)
+
+
+async def _run(settings: Settings) -> None:
+    """`serve` until SIGTERM/SIGINT; a second signal exits at once, without draining."""
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            _report(f"{sig.name} again: exiting now, without draining")
+            sys.stdout.flush()
+            os._exit(FORCED_EXIT_BASE + sig.value)
+        log.info(
+            "stopping: draining in-flight work (send %s again to exit at once)",
+            sig.name,
+            extra={"signal": sig.name, "drain_timeout_s": settings.drain_timeout_s},
+        )
+        stop.set()
+
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, on_signal, sig)
+    await serve(settings, stop)
+
+
+def main(argv: list[str]) -> int:
+    """`stream run`: 0 after a drained stop, 2 on bad settings, 1 when it cannot go on.
+
+    Ordinary failures (bad settings, Kafka unreachable, the metrics port taken, a Kafka
+    error) are reported on stderr without a traceback; anything else is a bug and crashes
+    with one.
+    """
+    _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
-        print(f"stream run: configuration error: {exc}", flush=True)
+        errors = exc.errors if isinstance(exc, InvalidSettings) else (exc,)
+        _report(f"{len(errors)} configuration error(s); see `stream run --help`")
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
-    log.info("settings: %s", settings.masked())
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(run())
+    logs.configure(settings.log_level, settings.log_format)
+    log.info("settings", extra={"settings": settings.masked()})
+    try:
+        asyncio.run(_run(settings))
+    except PortInUse as exc:
+        _report(f"metrics {exc}; set STREAM_METRICS_PORT to a free port (0 = any)")
+        return 1
+    except StreamError as exc:
+        _report(str(exc))
+        return 1
+    except KafkaError as exc:
+        log.exception("stopped by a Kafka error")
+        _report(f"Kafka error: {exc}")
+        return 1
+    except KeyboardInterrupt:  # before the signal handlers are installed
+        return FORCED_EXIT_BASE + signal.SIGINT.value
     return 0

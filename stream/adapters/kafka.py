@@ -11,10 +11,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import Settings
-from stream.errors import StreamError
+from stream.errors import KafkaUnavailable, StreamError
 
 __all__ = ["DEFAULT_PARTITIONS", "client_options", "ensure_topics", "new_consumer", "new_producer"]
 
@@ -67,14 +68,43 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+class _ConnectFailures(logging.Handler):
+    """aiokafka logs why each bootstrap server failed, then raises without saying why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(cause, BaseException):
+            self.causes.append(str(cause) or type(cause).__name__)
+
+
+async def _start_or_unavailable(admin: AIOKafkaAdminClient, bootstrap: str) -> None:
+    """Start `admin`; raise KafkaUnavailable with each server's failure if none answers."""
+    failures = _ConnectFailures()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addHandler(failures)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        cause = "; ".join(dict.fromkeys(failures.causes)) or str(exc)
+        raise KafkaUnavailable(bootstrap, cause) from exc
+    finally:
+        client_log.removeHandler(failures)
+
+
 async def ensure_topics(settings: Settings) -> int:
     """Create the main (if missing), retry and DLQ topics; return the main topic's partitions.
+
+    Raises KafkaUnavailable when no bootstrap server answers.
 
     Retry and DLQ topics get as many partitions as the main topic, so every replica of the
     group has retry work to do when the main topic is spread over all of them.
     """
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
+    await _start_or_unavailable(admin, settings.kafka_bootstrap)
     try:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
