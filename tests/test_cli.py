@@ -134,6 +134,7 @@ def test_unreachable_kafka_is_one_line_without_traceback() -> None:
     events = [orjson.loads(text) for text in done.stdout.splitlines()]
     assert events[0]["event"] == "settings"
     assert events[0]["settings"]["rate_max"] == 0.5
+    assert [e["event"] for e in events if e["level"] == "ERROR"] == [], "said once, on stderr"
 
 
 async def test_second_signal_exits_at_once_without_draining(

@@ -68,31 +68,39 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-class _ConnectFailures(logging.Handler):
-    """aiokafka logs why each bootstrap server failed, then raises without saying why."""
+class _ConnectFailures(logging.Filter):
+    """Takes aiokafka's per-server connect errors, which it logs before raising without them.
+
+    They are reported once instead: in KafkaUnavailable, or as one warning when another
+    bootstrap server answered.
+    """
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__()
         self.causes: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         cause = record.args[-1] if isinstance(record.args, tuple) and record.args else None
-        if isinstance(cause, BaseException):
-            self.causes.append(str(cause) or type(cause).__name__)
+        if record.levelno < logging.ERROR or not isinstance(cause, BaseException):
+            return True
+        self.causes.append(str(cause) or type(cause).__name__)
+        return False
 
 
 async def _start_or_unavailable(admin: AIOKafkaAdminClient, bootstrap: str) -> None:
     """Start `admin`; raise KafkaUnavailable with each server's failure if none answers."""
     failures = _ConnectFailures()
     client_log = logging.getLogger("aiokafka")
-    client_log.addHandler(failures)
+    client_log.addFilter(failures)
     try:
         await admin.start()
     except KafkaConnectionError as exc:
         cause = "; ".join(dict.fromkeys(failures.causes)) or str(exc)
         raise KafkaUnavailable(bootstrap, cause) from exc
     finally:
-        client_log.removeHandler(failures)
+        client_log.removeFilter(failures)
+    if failures.causes:
+        log.warning("some bootstrap servers failed", extra={"causes": failures.causes})
 
 
 async def ensure_topics(settings: Settings) -> int:
