@@ -156,8 +156,7 @@ async def _run(settings: Settings) -> None:
             sys.stdout.flush()
             os._exit(FORCED_EXIT_BASE + sig.value)
         log.info(
-            "stopping: draining in-flight work (send %s again to exit at once)",
-            sig.name,
+            "stopping: draining in-flight work (the same signal again exits at once)",
             extra={"signal": sig.name, "drain_timeout_s": settings.drain_timeout_s},
         )
         stop.set()
