@@ -328,6 +328,7 @@ class Context:
             kafka_bootstrap=self.endpoints.kafka_bootstrap,
             mongo_url=self.endpoints.mongo_url,
             topic=topic,
+            create_topic=True,
         )
 
     async def topic(self, label: str) -> str:

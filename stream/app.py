@@ -12,19 +12,22 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
+from aiokafka.errors import KafkaError
+
 from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
-from stream.config import Settings
+from stream.config import Settings, help_text
 from stream.engine.batch import BatchHandler
 from stream.engine.clock import SystemClock
 from stream.engine.loop import ConsumerLoop
 from stream.engine.ports import Processor
-from stream.errors import ConfigError
+from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError
 from stream.observability import logs, metrics
 from stream.observability.health import Probes, routes
 from stream.observability.httpserver import HttpServer
@@ -109,6 +112,7 @@ async def serve(
         await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
         consumer = new_consumer(settings)
+        stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
         handler = BatchHandler(settings, processor, sink, Router(producer), clock)
         loop = ConsumerLoop(settings, consumer, handler, clock, processor.probe)
         probes = Probes(
@@ -118,23 +122,23 @@ async def serve(
             limiter_open=lambda: _limiter_open(limiter),
             halted=lambda: None if loop.halt is None else loop.halt.message,
         )
-        # Bound before joining: a port in use must not cost the group a rebalance.
+        # Bound before the consumer starts: a taken port must not cost the group a rebalance.
         server = await stack.enter_async_context(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
         await consumer.start()
-        stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
         watcher = asyncio.create_task(_watch(limiter, sink))
         stack.callback(watcher.cancel)
         loop.subscribe()
         log.info(
-            "started: topic %s (%d partitions), group %s, processor %s, metrics port %d",
-            settings.topic,
-            partitions,
-            settings.group_id,
-            processor.name,
-            server.port,
-            extra={"topic": settings.topic},
+            "started",
+            extra={
+                "topic": settings.topic,
+                "partitions": partitions,
+                "group": settings.group_id,
+                "processor": processor.name,
+                "metrics_port": server.port,
+            },
         )
         drained = await loop.run(stop)
         if drained:
@@ -144,27 +148,77 @@ async def serve(
         return drained
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+FORCED_EXIT_BASE = 128
+"""A forced exit reports 128 + the signal number, as shells do for a killed command."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
         prog="stream run",
         description="Run one consumer of the group. Configuration comes from STREAM_* "
-        "environment variables (see the README).",
+        "environment variables, read once at start; a bad one stops start-up (exit 2).",
+        epilog=help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
+
+
+def _report(message: str) -> None:
+    """One line on stderr: what an operator reads when `stream run` cannot go on."""
+    print(f"stream run: {message}", file=sys.stderr, flush=True)
+
+
+async def _run(settings: Settings) -> bool:
+    """`serve` until SIGTERM/SIGINT; a second signal exits at once, without draining."""
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            _report(f"{sig.name} again: exiting now, without draining")
+            sys.stdout.flush()
+            os._exit(FORCED_EXIT_BASE + sig.value)
+        log.info(
+            "stopping: draining in-flight work (the same signal again exits at once)",
+            extra={"signal": sig.name, "drain_timeout_s": settings.drain_timeout_s},
+        )
+        stop.set()
+
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, on_signal, sig)
+    return await serve(settings, stop)
+
+
+def main(argv: list[str]) -> int:
+    """`stream run`: 0 after a drained stop, 2 on bad settings, 1 when it cannot go on or
+    its drain timed out (what was not committed will be redelivered).
+
+    Ordinary failures (bad settings, Kafka unreachable, the metrics port taken, a Kafka
+    error) are reported on stderr without a traceback; anything else is a bug and crashes
+    with one.
+    """
+    _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
-        print(f"stream run: configuration error: {exc}", flush=True)
+        errors = exc.errors if isinstance(exc, InvalidSettings) else (exc,)
+        _report(f"{len(errors)} configuration error(s); see `stream run --help`")
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
-    log.info("settings: %s", settings.masked())
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(run())
-    return 0
+    logs.configure(settings.log_level, settings.log_format)
+    log.info("settings", extra={"settings": settings.masked()})
+    try:
+        drained = asyncio.run(_run(settings))
+    except PortInUse as exc:
+        _report(f"metrics {exc}; set STREAM_METRICS_PORT to a free port (0 = any)")
+        return 1
+    except StreamError as exc:
+        _report(str(exc))
+        return 1
+    except KafkaError as exc:
+        log.exception("stopped by a Kafka error")
+        _report(f"Kafka error: {exc}")
+        return 1
+    except KeyboardInterrupt:  # before the signal handlers are installed
+        return FORCED_EXIT_BASE + signal.SIGINT.value
+    return 0 if drained else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import version
 
 __all__ = ["main"]
 
@@ -22,16 +23,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: stream <command> [options]", "", "commands:"]
+    lines = ["usage: stream <command> [options]   (stream --version)", "", "commands:"]
     lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += [
+        "",
+        "`stream <command> --help` describes a command, `stream run --help` the settings.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch `argv` (default: the process's) to its command; return the exit code."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
         print(_usage())
-        return 0 if args else 2
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"stream {version('stream')}")
+        return 0
     if args[0] not in COMMANDS:
         print(f"stream: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -2,6 +2,10 @@
 
     StreamError
      ├── ConfigError          a setting is missing or invalid; start-up stops, naming it
+     │    └── InvalidSettings  every bad setting of one environment, reported at once
+     ├── StartupError         a dependency is unusable at start (stop with one line, no traceback)
+     │    ├── KafkaUnavailable  the bootstrap servers do not answer
+     │    └── PortInUse         a server port is taken (the metrics port: before joining)
      ├── StackError           the local dev-stack could not start (missing tool, port, timeout)
      └── ProcessingError      one SMS could not be processed
           ├── TransientError  may succeed later        -> next retry topic (then the DLQ)
@@ -15,11 +19,17 @@ than quietly dead-lettering every record after a bad deploy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ConfigError",
+    "InvalidSettings",
+    "KafkaUnavailable",
     "PermanentError",
+    "PortInUse",
     "ProcessingError",
     "StackError",
+    "StartupError",
     "StreamError",
     "SystemicError",
     "TransientError",
@@ -36,6 +46,46 @@ class ConfigError(StreamError):
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(f"{setting}: {message}")
         self.setting = setting
+
+
+class InvalidSettings(ConfigError):
+    """Every problem found in one environment, so an operator fixes them in one go.
+
+    `errors` each name their setting; `setting` is the first one's (as for one error).
+    """
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("InvalidSettings needs at least one error")
+        self.errors = tuple(errors)
+        super().__init__(self.errors[0].setting, "")
+        self.args = ("\n".join(str(error) for error in self.errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StartupError(StreamError):
+    """`stream run` cannot start for a reason outside the code; the message is the one line
+    it prints (no traceback) before exiting non-zero."""
+
+
+class KafkaUnavailable(StartupError):
+    """No bootstrap server answered (refused, unresolvable, timed out)."""
+
+    def __init__(self, bootstrap: str, cause: str) -> None:
+        super().__init__(f"cannot reach Kafka at {bootstrap} ({cause})")
+        self.bootstrap = bootstrap
+
+
+class PortInUse(StartupError):
+    """A server port is taken (for `stream run`: another member on this host, or another
+    program on the metrics port)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is already in use")
+        self.host = host
+        self.port = port
 
 
 class StackError(StreamError):

@@ -11,10 +11,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import Settings
-from stream.errors import StreamError
+from stream.errors import KafkaUnavailable, StreamError
 
 __all__ = ["DEFAULT_PARTITIONS", "client_options", "ensure_topics", "new_consumer", "new_producer"]
 
@@ -25,6 +26,9 @@ DEFAULT_PARTITIONS = 6
 
 MAX_REPLICATION = 3
 """Retry and DLQ topics hold records we promised not to lose: replicate like the cluster can."""
+
+HEARTBEATS_PER_SESSION = 3
+"""Kafka's own advice: heartbeat at a third of the session timeout or more often."""
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -54,6 +58,9 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.batch_max,
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / HEARTBEATS_PER_SESSION),
     )
 
 
@@ -67,14 +74,53 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+class _ConnectFailures(logging.Filter):
+    """Takes aiokafka's per-server connect errors, which it logs before raising without them.
+
+    They are reported once instead: in KafkaUnavailable, or as one warning when another
+    bootstrap server answered.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.causes: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cause = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        if record.levelno < logging.ERROR or not isinstance(cause, BaseException):
+            return True
+        self.causes.append(str(cause) or type(cause).__name__)
+        return False
+
+
+async def _start_or_unavailable(admin: AIOKafkaAdminClient, bootstrap: str) -> None:
+    """Start `admin`; raise KafkaUnavailable with each server's failure if none answers."""
+    failures = _ConnectFailures()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addFilter(failures)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        cause = "; ".join(dict.fromkeys(failures.causes)) or str(exc)
+        raise KafkaUnavailable(bootstrap, cause) from exc
+    finally:
+        client_log.removeFilter(failures)
+    if failures.causes:
+        log.warning("some bootstrap servers failed", extra={"causes": failures.causes})
+
+
 async def ensure_topics(settings: Settings) -> int:
-    """Create the main (if missing), retry and DLQ topics; return the main topic's partitions.
+    """Create the retry and DLQ topics (and the main one when `create_topic` is set);
+    return the main topic's partitions.
+
+    A missing main topic is otherwise an error (a typo'd STREAM_TOPIC must not idle on a
+    new empty topic). Raises KafkaUnavailable when no bootstrap server answers.
 
     Retry and DLQ topics get as many partitions as the main topic, so every replica of the
     group has retry work to do when the main topic is spread over all of them.
     """
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
+    await _start_or_unavailable(admin, settings.kafka_bootstrap)
     try:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
@@ -82,8 +128,13 @@ async def ensure_topics(settings: Settings) -> int:
         if settings.topic in existing:
             (described,) = await admin.describe_topics([settings.topic])
             partitions = len(described["partitions"])
-        else:
+        elif settings.create_topic:
             partitions = DEFAULT_PARTITIONS
+        else:
+            raise StreamError(
+                f"topic {settings.topic!r} does not exist at {settings.kafka_bootstrap}; "
+                "check STREAM_TOPIC, or set STREAM_CREATE_TOPIC=true to create it"
+            )
         wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
         missing = [NewTopic(t, partitions, replication) for t in wanted if t not in existing]
         if missing:

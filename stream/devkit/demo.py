@@ -209,6 +209,7 @@ async def _demo(args: argparse.Namespace) -> None:
         kafka_bootstrap=endpoints.kafka_bootstrap,
         mongo_url=endpoints.mongo_url,
         topic=f"sms.demo.{run}",
+        create_topic=True,
         group_id=f"sms-demo-{run}",
         mongo_db="sms_demo",
         mongo_collection=f"messages_{run}",

@@ -40,8 +40,9 @@ from stream.engine.offsets import OffsetTracker
 from stream.engine.ports import Consumer
 from stream.errors import SystemicError
 from stream.observability import metrics
+from stream.observability.logs import partitions_field
 
-__all__ = ["COMMIT_TIMEOUT_S", "ConsumerLoop", "Halt", "partition_names"]
+__all__ = ["COMMIT_TIMEOUT_S", "ConsumerLoop", "Halt"]
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ PROBE_TIMEOUT_S = 30.0
 """A probe is one API call bounded by the client's own timeouts; this bounds a stuck one."""
 COMMIT_FAILURE_LOG_EVERY_S = 30.0
 """While the coordinator is away every iteration fails to commit; say so twice a minute."""
-
-
-def partition_names(tps: Iterable[TopicPartition]) -> list[str]:
-    """`topic:partition` strings, sorted, for logs."""
-    return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
 
 
 @dataclass(frozen=True)
@@ -223,7 +219,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 log.warning(
                     "commit failed, will retry with later offsets: %s",
                     type(exc).__name__,
-                    extra={"partitions": partition_names(offsets)},
+                    extra={"partitions": partitions_field(offsets)},
                 )
             return False
         self._tracker.mark_committed(offsets)
@@ -289,7 +285,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         if abandoned:
             log.warning(
                 "drain timed out; unsettled records will be redelivered",
-                extra={"partitions": partition_names(abandoned)},
+                extra={"partitions": partitions_field(abandoned)},
             )
         committed = await self._commit()
         return committed and not abandoned
@@ -347,7 +343,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             log.warning(
                 "revocation: batches not settled in time were cancelled; the new owner "
                 "reads their records again",
-                extra={"partitions": partition_names(abandoned & revoked)},
+                extra={"partitions": partitions_field(abandoned & revoked)},
             )
         self._rewind(abandoned - revoked)
         await self._commit(revoked)
@@ -357,7 +353,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         if revoked:
-            log.info("partitions revoked", extra={"partitions": partition_names(revoked)})
+            log.info("partitions revoked", extra={"partitions": partitions_field(revoked)})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Called by aiokafka after a rebalance; remember committed offsets for lag."""
@@ -368,4 +364,4 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                     self._consumer.committed(tp), COMMITTED_TIMEOUT_S
                 )
         self.joined = True
-        log.info("partitions assigned", extra={"partitions": partition_names(assigned)})
+        log.info("partitions assigned", extra={"partitions": partitions_field(assigned)})

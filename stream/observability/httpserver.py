@@ -20,6 +20,7 @@ Handlers are `async def handler(request: Request) -> Response`; an exception bec
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import orjson
+
+from stream.errors import PortInUse
 
 __all__ = [
     "Abort",
@@ -217,11 +220,17 @@ class HttpServer:
         return self._host
 
     async def start(self) -> None:
+        """Bind and listen; raises PortInUse when the port is taken."""
         if self._server is not None or self._closing:
             raise RuntimeError("HttpServer can be started once")
-        self._server = await asyncio.start_server(
-            self._serve_connection, self._host, self._requested_port, limit=_READ_CHUNK
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._serve_connection, self._host, self._requested_port, limit=_READ_CHUNK
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self._host, self._requested_port) from exc
+            raise
         self._port = int(self._server.sockets[0].getsockname()[1])
 
     async def aclose(self) -> None:

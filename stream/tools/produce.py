@@ -297,7 +297,7 @@ def main(argv: list[str]) -> int:
     bar = _Progress(sys.stderr, total) if sys.stderr.isatty() else None
 
     async def run() -> tuple[int, float]:
-        await ensure_topics(settings)
+        await ensure_topics(settings.replace(create_topic=True))
         started = time.monotonic()
         count = await produce_records(settings, records, rate=args.rate, progress=bar)
         return count, time.monotonic() - started
