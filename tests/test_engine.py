@@ -34,7 +34,7 @@ from stream.engine.failures import (
     Origin,
     header,
 )
-from stream.engine.loop import ConsumerLoop
+from stream.engine.loop import FINAL_COMMIT_TIMEOUT_S, ConsumerLoop
 from stream.errors import SystemicError
 
 T = TypeVar("T")
@@ -257,6 +257,15 @@ async def test_a_hung_commit_does_not_hang_the_loop() -> None:
         e.consumer.commit_hang = False
         await eventually(lambda: e.committed() == 1, within=10, what="commit after the hang")
         assert e.loop.last_iteration >= before
+
+
+async def test_stop_interrupts_a_commit_that_hangs_on_the_coordinator() -> None:
+    async with engine() as e:
+        e.consumer.commit_hang = True
+        e.consumer.append(MAIN, sms(0))
+        await eventually(lambda: e.stored() == {"sms-0"}, what="stored")
+        e.stop.set()
+        assert await asyncio.wait_for(e.task, 2 * FINAL_COMMIT_TIMEOUT_S + 1) is False
 
 
 async def test_revocation_cancels_a_batch_that_does_not_settle_in_time() -> None:

@@ -51,6 +51,9 @@ LAG_REFRESH_S = 1.0
 COMMIT_TIMEOUT_S = 5.0
 """A commit answers in milliseconds when the coordinator is up; past this the broker is
 unwell, and the next iteration retries with later offsets instead of waiting forever."""
+FINAL_COMMIT_TIMEOUT_S = 2.0
+"""The commit after a drain: part of the 5 s a stop may take beyond the drain bound
+(with `stream.app.SHUTDOWN_STEP_TIMEOUT_S` for leaving the group and flushing)."""
 COMMITTED_TIMEOUT_S = 5.0
 """Reading a committed offset after an assignment is only for the lag gauge."""
 PROBE_TIMEOUT_S = 30.0
@@ -110,25 +113,39 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Loop until `stop` is set or a batch fails with a bug (re-raised here); return
-        True when the final drain settled and committed everything in flight."""
+        True when the final drain settled and committed everything in flight.
+
+        A stop interrupts the iteration under way (a fetch, a commit waiting for a
+        coordinator, a probe), so the drain bound starts at once."""
+        stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                self.last_iteration = self._clock.monotonic()
-                if self._failure is not None:
-                    raise self._failure
-                if self._halt_request is not None:
-                    await self._enter_halt(self._halt_request)
-                if self.halt is not None:
-                    await self._probe_halt()
-                self._apply_pauses()
-                batch = await self._fetch(stop)
-                if batch:
-                    self._start(batch)
-                await self._commit()
-                self._observe()
+                iteration = asyncio.ensure_future(self._iterate(stop))
+                await asyncio.wait({iteration, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not iteration.done():
+                    iteration.cancel()
+                    await asyncio.gather(iteration, return_exceptions=True)
+                    break
+                iteration.result()
         finally:
+            stopping.cancel()
             drained = await self._drain()
         return drained
+
+    async def _iterate(self, stop: asyncio.Event) -> None:
+        self.last_iteration = self._clock.monotonic()
+        if self._failure is not None:
+            raise self._failure
+        if self._halt_request is not None:
+            await self._enter_halt(self._halt_request)
+        if self.halt is not None:
+            await self._probe_halt()
+        self._apply_pauses()
+        batch = await self._fetch(stop)
+        if batch:
+            self._start(batch)
+        await self._commit()
+        self._observe()
 
     def _apply_pauses(self) -> None:
         now = self._clock.time()
@@ -205,13 +222,15 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
         task.add_done_callback(finished)
 
-    async def _commit(self, tps: Iterable[TopicPartition] | None = None) -> bool:
+    async def _commit(
+        self, tps: Iterable[TopicPartition] | None = None, timeout_s: float = COMMIT_TIMEOUT_S
+    ) -> bool:
         """Commit the settled prefixes (of all partitions, or of `tps`); False if it failed."""
         offsets = self._tracker.committable(tps)
         if not offsets:
             return True
         try:
-            await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+            await asyncio.wait_for(self._consumer.commit(offsets), timeout_s)
         except (KafkaError, TimeoutError) as exc:
             now = self._clock.monotonic()
             if now - self._commit_failure_logged >= COMMIT_FAILURE_LOG_EVERY_S:
@@ -287,21 +306,21 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 "drain timed out; unsettled records will be redelivered",
                 extra={"partitions": partitions_field(abandoned)},
             )
-        committed = await self._commit()
+        committed = await self._commit(timeout_s=FINAL_COMMIT_TIMEOUT_S)
         return committed and not abandoned
 
     async def _enter_halt(self, cause: Halted) -> None:
         """Stop taking work: settle what can settle, commit, pause and rewind everything."""
-        self._halt_request = None
-        now = self._clock.monotonic()
-        self.halt = Halt(cause.reason, str(cause), cause.setting, cause.probe, now)
-        self._next_probe = now + self._settings.halt_probe_interval_s
         assigned = self._consumer.assignment()
         if assigned:
             self._consumer.pause(*assigned)
         await self._settle_or_cancel(list(self._batches))
         await self._commit()
         self._rewind(assigned)
+        now = self._clock.monotonic()
+        self._halt_request = None  # batches that halted meanwhile said the same
+        self.halt = Halt(cause.reason, str(cause), cause.setting, cause.probe, now)
+        self._next_probe = now + self._settings.halt_probe_interval_s
         metrics.HALTED.labels(cause.reason).set(1)
         hint = f"check {cause.setting}" if cause.setting else "see the reason"
         resumes = "probing to resume by itself" if cause.probe else "restart to resume"
