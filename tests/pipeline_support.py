@@ -153,6 +153,12 @@ def env_for(settings: Settings) -> dict[str, str]:
         "STREAM_METRICS_PORT": str(settings.metrics_port),
         "STREAM_DRAIN_TIMEOUT_MS": str(int(settings.drain_timeout_s * 1000)),
         "STREAM_LOG_LEVEL": settings.log_level,
+        "STREAM_PROCESSOR": settings.processor,
+        "STREAM_API_URL": settings.api_url,
+        "STREAM_API_TOKEN": settings.api_token,
+        "STREAM_SESSION_TIMEOUT_MS": str(int(settings.session_timeout_s * 1000)),
+        "STREAM_REBALANCE_TIMEOUT_MS": str(int(settings.rebalance_timeout_s * 1000)),
+        "STREAM_HALT_PROBE_INTERVAL": f"{int(settings.halt_probe_interval_s * 1000)}ms",
     }
 
 
