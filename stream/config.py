@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 PROCESSORS: tuple[Processor, ...] = ("builtin", "http")
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "text")
+BATCH_MODES = ("adaptive", "fixed")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -255,6 +256,13 @@ class Settings:
     )
     batch_wait_s: float = _setting(
         "STREAM_BATCH_WAIT_MS", "50", "max time to gather a micro-batch", _millis(0, 60_000)
+    )
+    batch_mode: str = _setting(
+        "STREAM_BATCH_MODE",
+        "adaptive",
+        "`adaptive`: a batch goes at once while nothing is in flight and gathers while "
+        "writes are under way; `fixed`: it always gathers up to the max or the wait",
+        _choice(BATCH_MODES),
     )
     max_in_flight: int = _setting(
         "STREAM_MAX_IN_FLIGHT",

@@ -402,3 +402,32 @@ async def test_revocation_commits_what_settled(records: int) -> None:
         await e.consumer.assign({RETRY_1})
         assert e.committed() == (records or None)
         assert MAIN not in e.consumer.assignment()
+
+
+async def test_adaptive_batch_goes_at_once_on_a_quiet_topic() -> None:
+    async with engine(config=settings(batch_wait_s=30.0)) as e:
+        e.consumer.append(MAIN, sms(0))
+        await eventually(lambda: e.stored() == {"sms-0"}, within=5, what="stored without waiting")
+
+
+async def test_adaptive_batch_gathers_while_a_write_is_under_way() -> None:
+    async with engine(config=settings(batch_wait_s=30.0, batch_max=100)) as e:
+        e.sink.open.clear()
+        e.consumer.append(MAIN, sms(0))
+        await eventually(lambda: e.loop.in_flight == 1, what="the first batch in flight")
+        for n in range(1, 10):
+            e.consumer.append(MAIN, sms(n))
+        await eventually(lambda: e.consumer.position(MAIN) == 10, what="the rest fetched")
+        await asyncio.sleep(0.05)
+        assert e.sink.writes == 0
+        e.sink.open.set()
+        await e.settled()
+        assert e.sink.writes == 2, "the nine gathered into one batch"
+
+
+async def test_fixed_batch_waits_to_fill_up() -> None:
+    async with engine(config=settings(batch_mode="fixed", batch_wait_s=0.3, batch_max=5)) as e:
+        e.consumer.append(MAIN, sms(0))
+        await asyncio.sleep(0.1)
+        assert e.stored() == set()
+        await eventually(lambda: e.stored() == {"sms-0"}, what="stored after the wait")

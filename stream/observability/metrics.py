@@ -12,6 +12,7 @@ __all__ = [
     "ALREADY_STORED",
     "API_LATENCY",
     "API_RESPONSES",
+    "BATCH_CURRENT",
     "BATCH_CYCLE",
     "BATCH_SIZE",
     "COMMITS",
@@ -88,6 +89,9 @@ BATCH_SIZE = Histogram(
     "stream_batch_size",
     "Records per micro-batch",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+BATCH_CURRENT = Gauge(
+    "stream_batch_current_size", "Records in the micro-batch started last (follows the load)"
 )
 BATCH_CYCLE = Histogram(
     "stream_batch_cycle_seconds", "Micro-batch time from fetch to settled", buckets=_SLOW_BUCKETS
