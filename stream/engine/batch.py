@@ -22,11 +22,11 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from stream.config import Settings
 from stream.engine.clock import Clock
@@ -39,17 +39,43 @@ from stream.observability import metrics
 from stream.sms.codec import decode_sms
 from stream.sms.models import Sms
 
-__all__ = ["BatchHandler", "Fetched"]
+__all__ = ["Batch", "BatchHandler"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A fetched record and the offsets state it settles into."""
+@dataclass(slots=True)
+class Batch:
+    """Fetched records, in fetch order, and per partition the offsets state of the
+    assignment they were fetched under (the one they settle into) and their offsets.
 
-    record: ConsumerRecord[bytes, bytes]
-    offsets: PartitionOffsets
+    Built by the loop without an object per record: the hot path of a backlog.
+    """
+
+    records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    partitions: dict[TopicPartition, tuple[PartitionOffsets, list[int]]] = field(
+        default_factory=dict
+    )
+
+    def add(
+        self, tp: TopicPartition, offsets: PartitionOffsets,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        self.records.extend(records)
+        numbers = [record.offset for record in records]
+        offsets.track(numbers)
+        entry = self.partitions.get(tp)
+        if entry is None:
+            self.partitions[tp] = (offsets, numbers)
+        else:
+            entry[1].extend(numbers)
+
+    def settle(self) -> None:
+        for offsets, numbers in self.partitions.values():
+            offsets.settle(numbers)
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 class BatchHandler:
@@ -139,21 +165,20 @@ class BatchHandler:
             },
         }
 
-    async def handle(self, batch: Sequence[Fetched]) -> None:
+    async def handle(self, batch: Batch) -> None:
         """Settle every record of `batch`; or raise `Halted`, or be cancelled, leaving
         them unsettled for redelivery (the module docstring has the steps)."""
         started = self._clock.monotonic()
         metrics.BATCH_SIZE.observe(len(batch))
         deliveries: list[Delivery] = []
-        valid: list[tuple[Fetched, Sms, Origin]] = []
+        valid: list[tuple[ConsumerRecord[bytes, bytes], Sms, Origin]] = []
         max_bytes = self._settings.max_sms_bytes
         per_topic: defaultdict[str, int] = defaultdict(int)
-        for item in batch:
-            record = item.record
+        for record in batch.records:
             per_topic[record.topic] += 1
             origin = origin_of(record.topic, record.partition, record.offset, record.headers)
             try:
-                valid.append((item, decode_sms(record.value, max_bytes), origin))
+                valid.append((record, decode_sms(record.value, max_bytes), origin))
             except PermanentError as error:
                 deliveries.append(self._failure(record, origin, error))
         for topic, count in per_topic.items():
@@ -162,15 +187,15 @@ class BatchHandler:
         results = await self._processor.process_many([sms for _, sms, _ in valid])
         now = datetime.fromtimestamp(self._clock.time(), UTC)
         documents: list[dict[str, Any]] = []
-        stored_from: list[tuple[Fetched, Origin]] = []
-        for (item, sms, origin), result in zip(valid, results, strict=True):
+        stored_from: list[tuple[ConsumerRecord[bytes, bytes], Origin]] = []
+        for (record, sms, origin), result in zip(valid, results, strict=True):
             if isinstance(result, SystemicError):
                 raise Halted(result.reason, str(result), result.setting, probe=True)
             if isinstance(result, ProcessingError):
-                deliveries.append(self._failure(item.record, origin, result))
+                deliveries.append(self._failure(record, origin, result))
             else:
                 documents.append(self._document(sms, result, origin, now))
-                stored_from.append((item, origin))
+                stored_from.append((record, origin))
         self._check_breaker(len(batch), deliveries)
 
         written, _ = await asyncio.gather(
@@ -179,20 +204,18 @@ class BatchHandler:
         if written.rejected:
             unstorable = [
                 self._failure(
-                    stored_from[r.index][0].record,
-                    stored_from[r.index][1],
-                    PermanentError(r.message, reason="unstorable"),
+                    *stored_from[r.index], PermanentError(r.message, reason="unstorable")
                 )
                 for r in written.rejected
             ]
             await self._publisher.publish(unstorable)
             self._breaker.record(self._clock.monotonic(), 0, len(unstorable))
-        _settle(batch)
+        batch.settle()
         metrics.STORED.inc(written.inserted)
         metrics.ALREADY_STORED.inc(len(documents) - len(written.rejected) - written.inserted)
         now_ms = self._clock.time() * 1000
-        for item, _ in stored_from:
-            metrics.END_TO_END_DELAY.observe(max(0.0, (now_ms - item.record.timestamp) / 1000))
+        for record, _ in stored_from:
+            metrics.END_TO_END_DELAY.observe(max(0.0, (now_ms - record.timestamp) / 1000))
         metrics.BATCH_CYCLE.observe(self._clock.monotonic() - started)
 
     def _check_breaker(self, total: int, deliveries: Sequence[Delivery]) -> None:
@@ -211,11 +234,3 @@ class BatchHandler:
                 probe=False,
             )
         self._breaker.record(now, total, dead)
-
-
-def _settle(batch: Sequence[Fetched]) -> None:
-    by_partition: defaultdict[PartitionOffsets, list[int]] = defaultdict(list)
-    for item in batch:
-        by_partition[item.offsets].append(item.record.offset)
-    for offsets, settled in by_partition.items():
-        offsets.settle(settled)

@@ -163,6 +163,8 @@ def _instant(text: str) -> datetime:
 
 def origin_of(topic: str, partition: int, offset: int, headers: Headers | None) -> Origin:
     """Where a fetched record's SMS first entered: its headers' origin, or the record."""
+    if not headers:  # most records: nothing to parse
+        return Origin(topic, partition, offset)
     failure = Failure.from_headers(headers)
     if failure is None:
         return Origin(topic, partition, offset)

@@ -32,7 +32,7 @@ from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.config import Settings
-from stream.engine.batch import BatchHandler, Fetched
+from stream.engine.batch import Batch, BatchHandler
 from stream.engine.clock import Clock
 from stream.engine.failures import Failure
 from stream.engine.halt import Halted
@@ -165,7 +165,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         if paused - wanted:
             self._consumer.resume(*(paused - wanted))
 
-    async def _fetch(self, stop: asyncio.Event) -> list[Fetched]:
+    async def _fetch(self, stop: asyncio.Event) -> Batch:
         """Gather up to batch_max records across partitions, waiting at most batch_wait.
 
         Adaptive mode (the default) is group commit: with nothing in flight a batch goes
@@ -180,7 +180,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         adaptive = self._settings.batch_mode == "adaptive"
         room = self._settings.batch_max
         running = len(self._batches)
-        batch: list[Fetched] = []
+        batch = Batch()
         while room > 0 and not stop.is_set():
             remaining = max(0.0, deadline - loop.time())
             if adaptive and self._batches:
@@ -194,9 +194,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 if tp.topic in self._retry_topics:
                     records = self._due(tp, records)
                 if records:
-                    offsets = self._tracker.partition(tp)
-                    offsets.track(record.offset for record in records)
-                    batch.extend(Fetched(record, offsets) for record in records)
+                    batch.add(tp, self._tracker.partition(tp), records)
             if wait_ms == 0 or loop.time() >= deadline or self._halt_request is not None:
                 break
             if adaptive and not batch and len(self._batches) < running:
@@ -220,12 +218,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 return records[:i]
         return records
 
-    def _start(self, batch: list[Fetched]) -> None:
+    def _start(self, batch: Batch) -> None:
         metrics.BATCH_CURRENT.set(len(batch))
         task = asyncio.create_task(self._handler.handle(batch))
-        self._batches[task] = frozenset(
-            TopicPartition(item.record.topic, item.record.partition) for item in batch
-        )
+        self._batches[task] = frozenset(batch.partitions)
         self._in_flight += len(batch)
         size = len(batch)
 
