@@ -6,6 +6,9 @@ topic names come from configuration, reasons from error classes, never from reco
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "RECORDS_CONSUMED",
     "RETRIED",
     "STORED",
+    "observe_many",
 ]
 
 # `_created` series double the counters' and histograms' series for a value nobody graphs.
@@ -132,3 +136,23 @@ HALTED = Gauge(
     ["reason"],
 )
 READY = Gauge("stream_ready", "1 while /readyz would answer 200, as of the last scrape")
+
+
+def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+    """`histogram.observe(v)` for every value, with one lock per bucket touched instead
+    of a linear bucket scan and two locks per value (~2.5 µs each on a 17-bucket
+    histogram): what makes per-SMS observations affordable on the hot path.
+
+    Reaches into prometheus-client's per-bucket counters (pinned below 1.0);
+    `tests/test_metrics.py` checks the result equals `observe` per value.
+    """
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1
+        total += value
+    histogram._sum.inc(total)
+    for index, count in enumerate(counts):
+        if count:
+            histogram._buckets[index].inc(count)
