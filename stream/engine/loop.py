@@ -317,6 +317,15 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         assigned = self._consumer.assignment()
         if assigned:
             self._consumer.pause(*assigned)
+        if self._batches:
+            log.info(
+                "draining: waiting for in-flight batches to settle",
+                extra={
+                    "batches": len(self._batches),
+                    "records": self._in_flight,
+                    "bound_s": self._settings.drain_timeout_s,
+                },
+            )
         abandoned = await self._settle_or_cancel(list(self._batches))
         if abandoned:
             log.warning(
