@@ -69,7 +69,7 @@ def test_a_copy_without_its_value_says_how_large_it_was() -> None:
     delivery = Delivery.failed(topic="sms.dlq", key=None, value=b"v" * 100,
                                original_headers=[("trace", b"1")], failure=failure)
     smaller = delivery.without_value()
-    assert smaller.value is None
+    assert smaller.value == b""
     assert header(smaller.headers, VALUE_OMITTED) == "100"
     assert Failure.from_headers(smaller.headers) is not None
     bare = smaller.without_value(keep_foreign_headers=False)

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from pipeline_support import (
     committed,
     eventually,
@@ -27,6 +28,7 @@ from stream.engine.failures import (
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
     ORIGINAL_TOPIC,
+    VALUE_OMITTED,
     header,
 )
 
@@ -190,3 +192,34 @@ async def _committed_equals(admin: Any, settings: Any, expected: dict[int, int])
 async def _records_at_least(bootstrap: str, topic: str, count: int) -> list[Any] | None:
     records = await read_topic(bootstrap, topic)
     return records if len(records) >= count else None
+
+
+async def test_dlq_copy_over_the_producers_limit_goes_without_its_value(
+    stack: Any, new_topic: Any, mongo_db: Any, unique_name: Any, kafka_admin: Any
+) -> None:
+    """A record that fitted its topic (allowed 2 MB) but whose DLQ copy is over our
+    producer's 1 MiB request limit: the copy goes without its value, saying so."""
+    topic = await new_topic(1, configs={"max.message.bytes": "2000000"})
+    settings = settings_for(stack, topic, mongo_db.name, unique_name("group"))
+    big = b"x" * 1_100_000
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                max_request_size=2_000_000)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, big, headers=[("trace", b"t-1")])
+        await producer.send_and_wait(topic, orjson.dumps(sms_value(1)))
+    finally:
+        await producer.stop()
+    async with running(settings):
+        await eventually(lambda: _committed_total(kafka_admin, settings, 2), what="both settled")
+    (dead,) = await read_topic(settings.kafka_bootstrap, settings.dlq_topic)
+    assert dead.value == b""
+    assert header(dead.headers, VALUE_OMITTED) == str(len(big))
+    assert header(dead.headers, ERROR_CLASS) == "oversize"
+    assert header(dead.headers, "trace") == "t-1"
+    assert await env_count(mongo_db) == 1
+
+
+async def env_count(db: Any) -> int:
+    count: int = await db["messages"].count_documents({})
+    return count

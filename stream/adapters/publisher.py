@@ -35,7 +35,7 @@ LOG_EVERY_S = 30.0
 
 def _smaller(delivery: Delivery) -> Delivery | None:
     """The next smaller form of a copy the broker found too large; None: nothing to drop."""
-    if delivery.value is not None:
+    if delivery.value:
         return delivery.without_value()
     smaller = delivery.without_value(keep_foreign_headers=False)
     return None if smaller == delivery else smaller

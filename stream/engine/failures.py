@@ -241,15 +241,16 @@ class Delivery:
         )
 
     def without_value(self, *, keep_foreign_headers: bool = True) -> Delivery:
-        """The same record with its value dropped and the drop said in a header, so a copy
+        """The same record with an empty value and the drop said in a header, so a copy
         that cannot fit the producer's request limit still reaches its topic (and, when even
-        that is too large, without the original producer's headers)."""
+        that is too large, without the original producer's headers). Empty, not None: a
+        record needs a key or a value, and None would read as a tombstone."""
         failure = Failure.from_headers(self.headers)
         kept = foreign_headers(self.headers) if keep_foreign_headers else []
-        omitted = len(self.value or b"") if self.value is not None else None
+        omitted = len(self.value) if self.value else None
         if failure is None:
             note = [] if omitted is None else [(VALUE_OMITTED, str(omitted).encode())]
-            return Delivery(self.topic, self.key, None, [*kept, *note])
+            return Delivery(self.topic, self.key, b"", [*kept, *note])
         if omitted is not None:
             failure = replace(failure, value_omitted=omitted)
-        return Delivery(self.topic, self.key, None, [*kept, *failure.to_headers()])
+        return Delivery(self.topic, self.key, b"", [*kept, *failure.to_headers()])
