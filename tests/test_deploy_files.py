@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 import stream.observability.metrics
 from stream.cli import COMMANDS
@@ -224,6 +225,7 @@ def _exposed_series() -> set[str]:
     return {
         family.name + suffix
         for attribute in stream.observability.metrics.__all__
+        if isinstance(getattr(stream.observability.metrics, attribute), MetricWrapperBase)
         for family in getattr(stream.observability.metrics, attribute).describe()
         for suffix in suffixes[family.type]
     }

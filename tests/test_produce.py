@@ -154,10 +154,14 @@ async def test_cli_produces_a_jsonl_file_as_is_and_raw_lines_on_request(
     ]
     assert [r.value for r in records if r.key is None] == [good[2]]
 
-    path.write_bytes(good[0] + b"\n{truncated\n")
-    code, _, err = await _produce_cli("--file", str(path), env=_env(settings))
-    assert code == 1
-    assert f"{path}:2: not a JSON object" in err
+    path.write_bytes(good[0] + b"\n" + good[1] + b"\n{truncated\n" + good[2] + b"\n")
+    code, out, err = await _produce_cli("--file", str(path), env=_env(settings))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"stream produce: {path}:3: not a JSON object (use --raw to send it anyway); "
+        f"stopped after 2 record(s) sent to {settings.topic}\n"
+    )
+    assert len(await _records(settings)) == 3 + 2
 
     code, out, err = await _produce_cli(
         "--file", "-", "--raw", env=_env(settings), stdin=b"{truncated\n\xff\xfe\n"
@@ -190,6 +194,23 @@ async def test_produce_records_paces_and_reports_progress(
 async def test_cli_names_a_bad_setting_and_fails() -> None:
     code, out, err = await _produce_cli("--count", "1", env=_env(STREAM_BATCH_MAX="abc"))
 
-    assert code == 2
-    assert "STREAM_BATCH_MAX" in err
-    assert out == ""
+    assert (code, out) == (2, "")
+    assert err == "stream produce: configuration error: STREAM_BATCH_MAX: 'abc' is not an integer\n"
+
+
+async def test_cli_says_which_file_and_which_kafka_it_could_not_use(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.jsonl"
+    code, out, err = await _produce_cli(
+        "--file", str(missing), env=_env(STREAM_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    )
+    assert (code, out) == (1, "")
+    assert err == f"stream produce: [Errno 2] No such file or directory: '{missing}'\n"
+
+    path = tmp_path / "sms.jsonl"
+    path.write_bytes(b'{"id": "a"}\n')
+    code, out, err = await _produce_cli(
+        "--file", str(path), env=_env(STREAM_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith("stream produce: cannot reach Kafka at 127.0.0.1:1 ("), err
+    assert "Traceback" not in err

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import random
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from typing import IO
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from stream.adapters.kafka import client_options, ensure_topics
 from stream.config import Settings
-from stream.errors import ConfigError, StreamError
+from stream.errors import StreamError
+from stream.tools.common import EXIT_FAILED, EXIT_OK, fail, run_tool
 from stream.tools.synthetic import DEFAULT_MAX_SMS_BYTES, malformed_records, synthetic_sms
 
 __all__ = ["Pacer", "file_records", "main", "produce_records", "synthetic_records"]
@@ -62,6 +61,8 @@ DUPLICATE_WINDOW = 1_000
 
 PROGRESS_INTERVAL_S = 0.2
 
+PROG = "stream produce"
+
 
 class Pacer:
     """A token bucket for `rate` records/s, without drift.
@@ -96,8 +97,9 @@ async def produce_records(
 
     Called by `stream produce`, the demo and the benchmarks; the topic must exist (see
     `ensure_topics`). `progress` gets the acknowledged count after each chunk. Raises the
-    producer's KafkaError if a record could not be delivered, and whatever iterating
-    `values` raises (records before it are still flushed).
+    producer's KafkaError if a record could not be delivered. Whatever iterating `values`
+    raises propagates once the records before it are acknowledged, and `progress` has
+    been told their count first, so a caller can say how many were sent.
     """
     producer = AIOKafkaProducer(
         **client_options(settings),
@@ -109,14 +111,36 @@ async def produce_records(
     acked = 0
     in_flight: list[asyncio.Future[object]] = []
     chunk: list[asyncio.Future[object]] = []
+
+    async def settle_all() -> None:
+        nonlocal acked
+        for futures in (in_flight, chunk):
+            await asyncio.gather(*futures)
+            acked += len(futures)
+        in_flight.clear()
+        chunk.clear()
+        if progress is not None:
+            progress(acked)
+
     await producer.start()
     try:
         pacer = Pacer(rate) if rate else None
         chunk_opened = time.monotonic()
-        for sent, (key, value) in enumerate(values):
+        source = iter(values)
+        sent = 0
+        while True:
+            try:
+                record = next(source, None)
+            except Exception:
+                await settle_all()
+                raise
+            if record is None:
+                break
             if pacer is not None:
                 await pacer.wait(sent)
+            key, value = record
             chunk.append(await producer.send(settings.topic, value=value, key=key))
+            sent += 1
             if len(chunk) >= ACK_CHUNK or time.monotonic() - chunk_opened >= ACK_CHUNK_MAX_AGE_S:
                 await asyncio.gather(*in_flight)
                 acked += len(in_flight)
@@ -124,11 +148,7 @@ async def produce_records(
                 chunk_opened = time.monotonic()
                 if progress is not None:
                     progress(acked)
-        for futures in (in_flight, chunk):
-            await asyncio.gather(*futures)
-            acked += len(futures)
-        if progress is not None:
-            progress(acked)
+        await settle_all()
     finally:
         await producer.stop()
     return acked
@@ -264,59 +284,49 @@ def main(argv: list[str]) -> int:
         parser.error("--duplicates needs --count of at least 1")
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be positive")
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"stream produce: configuration error: {exc}", file=sys.stderr)
-        return 2
-    # The clients retry transient broker errors (a new topic's leader election) themselves;
-    # their warnings would only garble this command's output.
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    return run_tool(PROG, lambda settings: _produce(settings, args))
 
+
+async def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    """`stream produce` once the arguments are checked; a bad input line ends it with
+    EXIT_FAILED, saying how many records before it were acknowledged."""
     total: int | None = None
-    handle: IO[bytes] | None = None
-    if args.count is not None:
-        total = args.count + args.malformed + args.duplicates
-        records = synthetic_records(
-            random.Random(args.seed),  # noqa: S311 - test data, not secrets
-            count=args.count,
-            malformed=args.malformed,
-            duplicates=args.duplicates,
-            max_sms_bytes=settings.max_sms_bytes,
-        )
-    elif args.file == "-":
-        records = file_records(sys.stdin.buffer, name="<stdin>", raw=args.raw)
-    else:
-        try:
-            handle = open(args.file, "rb")  # noqa: SIM115 - closed below, after producing
-        except OSError as exc:
-            print(f"stream produce: {exc}", file=sys.stderr)
-            return 1
-        records = file_records(handle, name=args.file, raw=args.raw)
+    with ExitStack() as files:
+        if args.count is not None:
+            total = args.count + args.malformed + args.duplicates
+            records = synthetic_records(
+                random.Random(args.seed),  # noqa: S311 - test data, not secrets
+                count=args.count,
+                malformed=args.malformed,
+                duplicates=args.duplicates,
+                max_sms_bytes=settings.max_sms_bytes,
+            )
+        elif args.file == "-":
+            records = file_records(sys.stdin.buffer, name="<stdin>", raw=args.raw)
+        else:
+            handle = files.enter_context(open(args.file, "rb"))  # noqa: ASYNC230 - read lazily, line by line
+            records = file_records(handle, name=args.file, raw=args.raw)
+        bar = _Progress(sys.stderr, total) if sys.stderr.isatty() else None
+        if bar is not None:
+            files.callback(bar.close)
+        acked = 0
 
-    bar = _Progress(sys.stderr, total) if sys.stderr.isatty() else None
+        def progress(count: int) -> None:
+            nonlocal acked
+            acked = count
+            if bar is not None:
+                bar(count)
 
-    async def run() -> tuple[int, float]:
         await ensure_topics(settings.replace(create_topic=True))
         started = time.monotonic()
-        count = await produce_records(settings, records, rate=args.rate, progress=bar)
-        return count, time.monotonic() - started
-
-    try:
-        count, seconds = asyncio.run(run())
-    except (KafkaError, StreamError, OSError) as exc:
-        print(f"stream produce: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stream produce: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if handle is not None:
-            handle.close()
-        if bar is not None:
-            bar.close()
+        try:
+            count = await produce_records(settings, records, rate=args.rate, progress=progress)
+        except StreamError as exc:
+            fail(PROG, f"{exc}; stopped after {acked} record(s) sent to {settings.topic}")
+            return EXIT_FAILED
+        seconds = time.monotonic() - started
     print(
         f"produced {count} records to {settings.topic} in {seconds:.2f}s "
         f"({count / max(seconds, 1e-9):,.0f} records/s)"
     )
-    return 0
+    return EXIT_OK
