@@ -161,8 +161,10 @@ class Child:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
-    async def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL after STOP_TIMEOUT_S); a non-zero exit is an error."""
+    async def stop(self, *, drain_may_time_out: bool = False) -> None:
+        """SIGTERM and wait (SIGKILL after STOP_TIMEOUT_S); a non-zero exit is an error,
+        but for exit 1 (the drain timed out) when the caller stops it mid-backlog on
+        purpose, with calls that take longer than the drain bound."""
         if self.running:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -170,7 +172,7 @@ class Child:
         except subprocess.TimeoutExpired:
             self.kill()
             raise BenchError(f"{self.label} did not stop on SIGTERM\n{self.log_tail()}") from None
-        if code != 0:
+        if code != 0 and not (drain_may_time_out and code == 1):
             raise BenchError(f"{self.label} exited with {code} on SIGTERM\n{self.log_tail()}")
 
     def kill(self) -> None:

@@ -80,7 +80,7 @@ async def _slow(
     stats = await ours_up.stats()
     limit = (await child.metrics()).value("stream_limiter_limit")
     old_successes = await old
-    await child.stop()
+    await child.stop(drain_may_time_out=True)
     tail = min(STEADY_TAIL_S, seconds / 2)
     steady, _, _ = _window(stats["history"], seconds - tail, tail)
     return {
@@ -112,7 +112,7 @@ async def _limited(
     )
     await _wait_until(child, warm + window + 1.0)  # + 1 s: the last second is complete
     ok, limited, total = _window((await upstream.stats())["history"], warm, window)
-    await child.stop()
+    await child.stop(drain_may_time_out=True)
     return ok / window / RATE, limited / total if total else 0.0
 
 
