@@ -2,6 +2,10 @@
 
 `data/sms_labelled.jsonl` holds one SMS a line with the fields that matter for it; a field
 is right when it equals the label (amounts to the cent, names and services ignoring case).
+`data/parser_golden.jsonl` holds what the parser of commit 912dcc3 (before the issue 12
+rewrite) answered for the labelled SMS, unseen synthetic ones and variants of both (see
+`data/freeze_parser_golden.py`): a faster parser must answer the same, so its category and
+field accuracy stay what they were.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from stream.sms.parser import (
 DATA = Path(__file__).parent / "data" / "sms_labelled.jsonl"
 LABELLED: list[dict[str, Any]] = [
     json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()
+]
+GOLDEN_DATA = Path(__file__).parent / "data" / "parser_golden.jsonl"
+GOLDEN: list[dict[str, Any]] = [
+    json.loads(line) for line in GOLDEN_DATA.read_text(encoding="utf-8").splitlines()
 ]
 CASE_FREE = ("counterparty", "service")  # "AMAZON.COM" and "Amazon.com" name the same merchant
 
@@ -91,6 +99,29 @@ def test_accuracy_on_labelled_set() -> None:
     assert category >= MIN_CATEGORY_ACCURACY, summary
     assert field >= MIN_FIELD_ACCURACY, summary
     assert message >= MIN_MESSAGE_ACCURACY, summary
+
+
+def test_golden_set_covers_every_labelled_sms() -> None:
+    sets = Counter(row["set"] for row in GOLDEN)
+    assert sets["labelled"] == len(LABELLED)
+    assert sets["unseen"] >= 900
+    assert sets["variant"] >= 900
+    golden = {(row["sender"], row["body"]) for row in GOLDEN}
+    assert all((row["sender"], row["body"]) in golden for row in LABELLED)
+
+
+def test_outputs_equal_the_pre_rewrite_parser() -> None:
+    """Every field of every golden SMS as before: accuracy on any labelled subset is unchanged."""
+    changed = Counter[str]()
+    wrong: list[str] = []
+    for row in GOLDEN:
+        before = dict.fromkeys(RESULT_KEYS) | row["result"]
+        after = parse_sms(row["body"], row["sender"])
+        if after != before:
+            changed[row["set"]] += 1
+            diff = {k: (before[k], after[k]) for k in RESULT_KEYS if before[k] != after[k]}
+            wrong.append(f"{row['set']} {row['body'][:70]!r}: {diff}")
+    assert not wrong, f"changed per set: {dict(changed)}\n" + "\n".join(wrong[:40])
 
 
 @pytest.mark.parametrize(
