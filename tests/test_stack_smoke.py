@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,16 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from stream.devkit.stack import KAFKA_ENV, MONGO_ENV, MongoServer, StackEndpoints
+from stream.devkit.stack import (
+    KAFKA_ENV,
+    MONGO_ENV,
+    MongoServer,
+    StackEndpoints,
+    down,
+    ensure_up,
+    kill,
+)
+from stream.devkit.stack.process import port_is_free, spawn, stop
 
 MongoDoc = dict[str, Any]
 NewTopicFactory = Callable[..., Awaitable[str]]
@@ -169,3 +179,57 @@ async def test_status_cli_fails_for_a_stack_never_started(tmp_path: Path) -> Non
 
     assert code == 1
     assert output.count("never started") == 2, output
+
+# Spawns in a row: a quarter of them used to look dead right after Popen returned.
+SPAWNS = 20
+
+
+def test_a_service_just_spawned_is_seen_running(tmp_path: Path) -> None:
+    for n in range(SPAWNS):
+        needle = f"service-{n}"
+        proc = spawn([sys.executable, "-c", "import time; time.sleep(60)", needle],
+                     log=tmp_path / "service.log", needle=needle)
+        try:
+            assert proc.running(), f"spawn {n} looked dead at once"
+        finally:
+            stop(proc, grace_s=0)
+
+
+def test_a_port_in_time_wait_is_free_but_a_listening_one_is_not() -> None:
+    # The side that closes first keeps TIME_WAIT: here the server, as after its kill -9.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()
+            client.recv(1)  # the FIN arrived: the server side is in TIME_WAIT once we close
+        assert not port_is_free(port)
+    assert port_is_free(port)
+
+
+async def test_killed_broker_comes_back_on_its_port_and_clients_reconnect(
+    stack: StackEndpoints, tmp_path: Path
+) -> None:
+    # A Kafka of this test's own (the session's broker must not be killed); Mongo is shared.
+    stack_dir, env = tmp_path / "stack", {MONGO_ENV: stack.mongo_url}
+    first = await ensure_up(stack_dir, env=env)
+    producer = AIOKafkaProducer(bootstrap_servers=first.kafka_bootstrap, acks="all")
+    consumer = _group_consumer(first, "events", "group")
+    try:
+        await producer.start()
+        await producer.send_and_wait("events", b"before")
+        await consumer.start()
+        assert [r.value for r in await _consume(consumer, 1)] == [b"before"]
+
+        await asyncio.to_thread(kill, stack_dir, "kafka")
+        again = await ensure_up(stack_dir, env=env)
+
+        assert again.started
+        assert again.kafka_bootstrap == first.kafka_bootstrap
+        async with asyncio.timeout(CONSUME_DEADLINE_S):
+            await producer.send_and_wait("events", b"after")
+        assert [r.value for r in await _consume(consumer, 1)] == [b"after"]
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await asyncio.to_thread(down, stack_dir)

@@ -21,6 +21,7 @@ from stream.devkit.stack.core import (
     StackEndpoints,
     down,
     ensure_up,
+    kill,
     status,
 )
 from stream.devkit.stack.mongo import MongoServer, unavailable_reason
@@ -35,6 +36,7 @@ __all__ = [
     "default_cache_dir",
     "down",
     "ensure_up",
+    "kill",
     "main",
     "status",
     "unavailable_reason",

@@ -40,6 +40,7 @@ __all__ = [
     "StackEndpoints",
     "down",
     "ensure_up",
+    "kill",
     "status",
 ]
 
@@ -252,6 +253,22 @@ def down(stack_dir: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             (stack_dir / "env").unlink()
     return stopped
+
+
+def kill(stack_dir: Path, name: str) -> int:
+    """SIGKILL one service of the stack, as a crash would: for fault-injection tests.
+
+    The next `ensure_up` restarts it on its ports. Returns the pid killed; StackError when
+    the service is not running.
+    """
+    stack_dir = stack_dir.resolve()
+    with file_lock(stack_dir / ".lock"):
+        service = _load(stack_dir).get(name)
+        proc = None if service is None else service.live()
+        if proc is None:
+            raise StackError(f"{name} of {stack_dir} is not running")
+        stop(proc, grace_s=0)
+        return proc.pid
 
 
 @dataclass(frozen=True)

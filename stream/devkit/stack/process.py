@@ -39,6 +39,9 @@ __all__ = [
 
 # How often `stop` re-checks whether a signalled process has exited.
 _EXIT_POLL_S = 0.05
+# Bounds the moment after Popen in which the child's argv is not readable yet (microseconds
+# on an idle machine; generous for a loaded one).
+_EXEC_SETTLE_S = 5.0
 # How often a starting service is probed; start-up takes seconds, a probe milliseconds.
 _READY_POLL_S = 0.2
 # Lines of a service's log quoted in an error, enough to show a Java stack trace's head.
@@ -104,7 +107,13 @@ def spawn(argv: Sequence[str], *, log: Path, needle: str, cwd: Path | None = Non
         )
     _CHILDREN[child.pid] = child
     # An unreaped child always has its /proc entry, even if it exited at once.
-    return Proc(pid=child.pid, start_ticks=_stat(child.pid)[1], needle=needle)
+    proc = Proc(pid=child.pid, start_ticks=_stat(child.pid)[1], needle=needle)
+    # Popen returns while the kernel may still be setting up the new program (vfork):
+    # /proc/<pid>/cmdline reads empty for a moment, which would pass for "not ours".
+    deadline = time.monotonic() + _EXEC_SETTLE_S
+    while not proc.running() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(_EXIT_POLL_S)
+    return proc
 
 
 def stop(proc: Proc, *, grace_s: float) -> bool:
@@ -127,12 +136,31 @@ def stop(proc: Proc, *, grace_s: float) -> bool:
 
 
 def _wait_exit(proc: Proc, timeout_s: float) -> bool:
+    """Wait until every thread of `proc` has exited, so its ports and files are released.
+
+    `running()` turns False as soon as the main thread exits; a JVM's other threads (and
+    its listening sockets) outlive it for a moment, and a restart then finds the port busy.
+    """
     deadline = time.monotonic() + timeout_s
-    while proc.running():
+    while proc.running() or _threads_left(proc):
         if time.monotonic() >= deadline:
             return False
         time.sleep(_EXIT_POLL_S)
     return True
+
+
+def _threads_left(proc: Proc) -> bool:
+    """Whether threads of the (exited) main thread of `proc` still run."""
+    child = _CHILDREN.get(proc.pid)
+    if child is not None:
+        # waitpid reaps a process only once its whole thread group has exited.
+        return child.poll() is None
+    try:
+        if _stat(proc.pid)[1] != proc.start_ticks:
+            return False  # the pid now belongs to another process
+        return len(os.listdir(f"/proc/{proc.pid}/task")) > 1
+    except OSError:  # gone, and reaped by its parent
+        return False
 
 
 def default_cache_dir() -> Path:
@@ -165,7 +193,14 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` of 127.0.0.1 now.
+
+    Binds with SO_REUSEADDR, as Kafka and Mongo servers do: connections of a killed server
+    linger in TIME_WAIT, which does not stop them binding again, and restarting on the same
+    port is what lets connected clients reconnect.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
