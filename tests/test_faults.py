@@ -50,9 +50,12 @@ class DedicatedKafka:
         endpoints = await ensure_up(self.home, kafka_port=port, env=self._env)
         self.bootstrap = endpoints.kafka_bootstrap
 
-    def kill(self) -> None:
-        state = json.loads((self.home / "state.json").read_text())
-        os.kill(state["kafka"]["proc"]["pid"], signal.SIGKILL)
+    async def kill(self) -> None:
+        """SIGKILL, then wait until the process is gone (a zombie holds no port)."""
+        pid = json.loads((self.home / "state.json").read_text())["kafka"]["proc"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: asyncio.to_thread(_gone, pid), within=10,
+                         what=f"broker pid {pid} gone")
 
 
 @pytest.fixture
@@ -106,7 +109,7 @@ async def test_sigterm_during_a_broker_outage_exits_within_the_drain_bound_and_l
     collection = mongo_db["messages"]
     first = StreamProcess(settings, tmp_path / "first.log")
     await eventually(lambda: _stored_at_least(collection, 200), what="some SMS stored")
-    dedicated_kafka.kill()
+    await dedicated_kafka.kill()
     await asyncio.sleep(0.5)  # let the member notice mid-work; not a condition to wait for
     started = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -145,7 +148,7 @@ async def test_broker_kill_9_and_restart_on_the_same_port_loses_nothing(
     try:
         await eventually(lambda: _stored_at_least(collection, 300), what="some SMS stored")
         port = dedicated_kafka.bootstrap
-        dedicated_kafka.kill()
+        await dedicated_kafka.kill()
         await dedicated_kafka.start()
         assert dedicated_kafka.bootstrap == port, "restarted on the same port"
         await produce(settings.kafka_bootstrap, topic, values[2000:])
@@ -202,6 +205,14 @@ async def test_second_member_during_slow_api_calls_makes_no_rebalance_storm(
 def _endpoints(kafka: DedicatedKafka, stack: StackEndpoints) -> StackEndpoints:
     """The dedicated broker with the shared stack's Mongo server."""
     return StackEndpoints(kafka.bootstrap, stack.mongo_url, False)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def _stored_at_least(collection: Any, n: int) -> bool:
