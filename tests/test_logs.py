@@ -14,8 +14,10 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, InvalidTopicError
 from stream.config import Settings
 from stream.observability import logs
 from stream.observability.logs import (
+    REPEAT_WINDOW_S,
     STARTUP_GRACE_S,
     JsonFormatter,
+    RepeatedLibraryLines,
     RetriableKafkaErrors,
     TextFormatter,
     mask,
@@ -186,3 +188,20 @@ def test_debug_level_shows_lowered_kafka_errors_during_the_grace() -> None:
     )
     assert noise.filter(record) is True
     assert record.levelname == "DEBUG"
+
+
+def test_a_librarys_repeated_line_is_said_once_a_window_with_the_count() -> None:
+    now = [0.0]
+    repeated = RepeatedLibraryLines(clock=lambda: now[0])
+    lines = [_library_record("Unable connect to node with id %s", 1) for _ in range(5)]
+    assert [repeated.filter(r) for r in lines] == [True, False, False, False, False]
+    now[0] += REPEAT_WINDOW_S
+    later = _library_record("Unable connect to node with id %s", 1)
+    assert repeated.filter(later)
+    assert later.__dict__["repeated"] == 4
+    ours = logging.LogRecord("stream.engine.loop", logging.WARNING, __file__, 1, "x", (), None)
+    assert all(repeated.filter(ours) for _ in range(3))
+
+
+def _library_record(msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, args, None)

@@ -42,6 +42,9 @@ STARTUP_GRACE_S = 30.0
 """A healthy start elects a new group's coordinator and new topics' leaders within seconds;
 aiokafka's retried errors before then are expected, not news."""
 
+REPEAT_WINDOW_S = 30.0
+"""A library's same line (an outage's reconnect attempts) is said twice a minute at most."""
+
 QUIET_LIBRARIES = ("httpx", "httpcore")
 """One INFO line per HTTP call (596 of 606 lines for 500 SMS): WARNING and above only."""
 
@@ -140,6 +143,34 @@ class RetriableKafkaErrors(logging.Filter):
         return level >= self._threshold
 
 
+class RepeatedLibraryLines(logging.Filter):
+    """At most one line per library message template every `REPEAT_WINDOW_S`.
+
+    While a broker is down aiokafka logs "Unable connect to node ..." several times a
+    second; the first line says it, the next one (a window later) says how many were
+    left out (`repeated`), so an outage stays visible without flooding the log.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("stream"):
+            return True
+        key = (record.name, record.msg)
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < REPEAT_WINDOW_S:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.repeated = last[1]
+        self._seen[key] = (now, 0)
+        return True
+
+
 def configure(level: str, fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route all logging (ours and the libraries') to `stream` (stdout) at `level`.
 
@@ -151,6 +182,7 @@ def configure(level: str, fmt: str = "auto", stream: TextIO | None = None) -> No
     handler = logging.StreamHandler(out)
     handler.setFormatter(TextFormatter() if text else JsonFormatter())
     handler.addFilter(RetriableKafkaErrors(threshold))
+    handler.addFilter(RepeatedLibraryLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
