@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,36 +37,40 @@ OURS, QUIX, ARROYO, LOOP, GETMANY = (
     "hand-written loop",
     "bare getmany",
 )
-JOBS = (OURS, QUIX, ARROYO, LOOP, GETMANY)
 PEERS = (QUIX, ARROYO)
 """The jobs whose CPU per SMS `stream run` must beat by the goal's margin."""
-VENV_OF = {QUIX: "quix", ARROYO: "arroyo"}
-MODULE_OF = {
-    QUIX: "bench.peers.quix_job",
-    ARROYO: "bench.peers.arroyo_job",
-    GETMANY: "bench.peers.getmany",
-}
 CPU_GOAL = 0.8
 RATE_GOAL = 1.2
 """Issue 12, goal 1: CPU per SMS <= 0.8x the best peer's, SMS/s >= 1.2x every peer's."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """How to spawn one job, or why it cannot be."""
+    """One of the five jobs."""
 
     label: str
-    python: Path | None
-    missing: str = ""
+    slug: str
+    """Names its group, collection and log (and venv: bench/peers/requirements-<slug>.txt)."""
+    module: str = ""
+    """A child job run as `python -m module`; empty for pipeline's own two."""
+    venv: bool = False
 
 
-async def _child_job(ctx: Context, job: Job, topic: str, total: int) -> Run:
+JOBS = (
+    Job(OURS, "stream"),
+    Job(QUIX, "quix", "bench.peers.quix_job", venv=True),
+    Job(ARROYO, "arroyo", "bench.peers.arroyo_job", venv=True),
+    Job(LOOP, "loop"),
+    Job(GETMANY, "getmany", "bench.peers.getmany"),
+)
+
+
+async def _child_job(ctx: Context, job: Job, python: Path, topic: str, total: int) -> Run:
     """A peer (or the bare loop) as a child process, timed like pipeline's baseline."""
-    assert job.python is not None
-    name = ctx.name(VENV_OF.get(job.label, "getmany"))
-    argv = [str(job.python), "-m", MODULE_OF[job.label], ctx.endpoints.kafka_bootstrap, topic]
-    argv += [name, ctx.endpoints.mongo_url, ctx.db, name]
-    child = ctx.spawn(f"peers-{VENV_OF.get(job.label, 'getmany')}", argv, peer_env())
+    name = ctx.name(job.slug)
+    argv = [str(python), "-m", job.module, ctx.endpoints.kafka_bootstrap, topic, name]
+    argv += [ctx.endpoints.mongo_url, ctx.db, name]
+    child = ctx.spawn(f"peers-{job.slug}", argv, peer_env())
     timing = await ctx.wait_committed(
         name, topic, total, since=child.started, children=[child], limit_s=pipeline.TIMEOUT_S
     )
@@ -78,30 +82,28 @@ async def _child_job(ctx: Context, job: Job, topic: str, total: int) -> Run:
     return measured
 
 
-async def _ours(ctx: Context, topic: str, total: int) -> Run:
-    return (await pipeline.ours(ctx, topic, total))[0]
-
-
-async def _jobs(ctx: Context) -> list[Job]:
-    """Every job with its interpreter; a peer without a venv keeps why."""
-    jobs = [Job(OURS, None), Job(LOOP, None), Job(GETMANY, Path(sys.executable))]
-    for label, venv in VENV_OF.items():
+async def _interpreters(ctx: Context) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each child job's python, and why a peer has none (its venv could not be built)."""
+    pythons: dict[str, Path] = {}
+    missing: dict[str, str] = {}
+    for job in JOBS:
+        if not job.venv:
+            pythons[job.label] = Path(sys.executable)
+            continue
         try:
-            jobs.append(Job(label, await ensure_venv(venv, ctx.log_dir)))
+            pythons[job.label] = await ensure_venv(job.slug, ctx.log_dir)
         except PeerUnavailable as exc:
-            print(f"peers: {label} not measured: {exc}", flush=True)
-            jobs.append(Job(label, None, missing=str(exc)))
-    return sorted(jobs, key=lambda job: JOBS.index(job.label))
+            print(f"peers: {job.label} not measured: {exc}", flush=True)
+            missing[job.label] = str(exc)
+    return pythons, missing
 
 
-def _runner(ctx: Context, job: Job) -> Callable[[str, int], Awaitable[Run]] | None:
+async def _measure(ctx: Context, job: Job, python: Path, topic: str, total: int) -> Run:
     if job.label == OURS:
-        return lambda topic, total: _ours(ctx, topic, total)
+        return (await pipeline.ours(ctx, topic, total))[0]
     if job.label == LOOP:
-        return lambda topic, total: pipeline.baseline(ctx, topic, total)
-    if job.python is None:
-        return None
-    return lambda topic, total: _child_job(ctx, job, topic, total)
+        return await pipeline.baseline(ctx, topic, total)
+    return await _child_job(ctx, job, python, topic, total)
 
 
 def _column(runs: list[Run | None], value: Callable[[Run], float]) -> list[float]:
@@ -124,21 +126,23 @@ def _best(columns: list[list[float]]) -> list[float]:
 
 async def run(ctx: Context) -> ScenarioResult:
     total = ctx.size(100_000, 2_000)
-    jobs = await _jobs(ctx)
+    pythons, missing = await _interpreters(ctx)
     topic = await ctx.backlog("peers", total)
-    runs: dict[str, list[Run | None]] = {job.label: [] for job in jobs}
+    runs: dict[str, list[Run | None]] = {job.label: [] for job in JOBS}
     for i in range(ctx.repeats):
-        shift = i % len(jobs)
-        for job in jobs[shift:] + jobs[:shift]:
-            runner = _runner(ctx, job)
-            runs[job.label].append(None if runner is None else await runner(topic, total))
+        shift = i % len(JOBS)
+        for job in JOBS[shift:] + JOBS[:shift]:
+            if job.label in missing:
+                runs[job.label].append(None)
+                continue
+            runs[job.label].append(await _measure(ctx, job, pythons[job.label], topic, total))
 
     rate = {label: _column(rs, lambda r: r.timing.rate) for label, rs in runs.items()}
     steady = {label: _column(rs, _steady_rate) for label, rs in runs.items()}
     cpu = {label: _column(rs, lambda r: r.cpu_us_per_sms) for label, rs in runs.items()}
     rss = {label: _column(rs, lambda r: r.rss_mib) for label, rs in runs.items()}
     figures: list[Figure] = []
-    for label in JOBS:
+    for label in (job.label for job in JOBS):
         figures += [
             Figure(f"{label}: SMS/s", "SMS/s", rate[label], note="spawn -> all committed"),
             Figure(
@@ -147,7 +151,9 @@ async def run(ctx: Context) -> ScenarioResult:
                 steady[label],
                 note="first commit -> all committed",
             ),
-            Figure(f"{label}: CPU per SMS", "us", cpu[label], note="user + system"),
+            Figure(
+                f"{label}: CPU per SMS", "us", cpu[label], note="user + system, start-up included"
+            ),
             Figure(f"{label}: peak RSS", "MiB", rss[label], note="VmHWM"),
         ]
     figures += [
@@ -185,7 +191,7 @@ async def run(ctx: Context) -> ScenarioResult:
         "(bench/peers/).",
         "bare getmany: aiokafka getmany(500) -> commit, nothing else; hand-written loop: "
         "bench/baseline.py.",
-        *(f"{job.label} not measured: {job.missing}" for job in jobs if job.missing),
+        *(f"{label} not measured: {why}" for label, why in missing.items()),
     ]
     detail = {
         label: [
@@ -194,5 +200,5 @@ async def run(ctx: Context) -> ScenarioResult:
         ]
         for label, rs in runs.items()
     }
-    params = {"records": total, "partitions": 6, "jobs": list(JOBS)}
+    params = {"records": total, "partitions": 6, "jobs": [job.label for job in JOBS]}
     return ScenarioResult("peers", params, figures, notes, detail)
