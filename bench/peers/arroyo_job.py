@@ -48,6 +48,7 @@ __all__ = ["main"]
 
 BATCH_MAX = 500
 BATCH_WAIT_S = 0.05
+"""STREAM_BATCH_MAX and STREAM_BATCH_WAIT_MS's defaults: the same batches as `stream run`."""
 
 
 class Pending(NamedTuple):

@@ -31,6 +31,7 @@ from bench.peers.common import decoded, document, open_collection, parse_args, w
 __all__ = ["MongoBatchSink", "main"]
 
 COMMIT_INTERVAL_S = 1.0
+"""A checkpoint (sink write + commit) a second, as arroyo's ONCE_PER_SECOND commits."""
 
 
 class MongoBatchSink(BatchingSink):
