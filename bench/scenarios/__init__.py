@@ -13,6 +13,7 @@ from bench.scenarios import (
     batch_sweep,
     latency,
     parser,
+    peers,
     pipeline,
     profile,
     recovery,
@@ -26,6 +27,7 @@ Scenario = Callable[[Context], Awaitable[ScenarioResult]]
 
 SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "pipeline": (pipeline.run, "stream run vs a hand-written loop on a backlog; peak RSS"),
+    "peers": (peers.run, "stream run vs Quix Streams, arroyo, the loop, a bare getmany"),
     "batch-sweep": (batch_sweep.run, "STREAM_BATCH_MAX 1..2000: SMS/s and p99 delay"),
     "scaling": (scaling.run, "1, 2, 3 consumers of one group: aggregate SMS/s"),
     "slow-api": (slow_api.run, "http processor vs one call at a time; rate-limited goodput"),
