@@ -88,7 +88,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-__all__ = ["AdaptiveLimiter", "LimiterState", "Permit", "Quota", "Source"]
+__all__ = ["RATE_SOURCES", "AdaptiveLimiter", "LimiterState", "Permit", "Quota", "Source"]
 
 # Multiplicative decrease: ``beta`` goes from BETA_MIN for a drop right after the previous
 # decrease (or the end of the pause that followed it) to BETA_MAX after a long calm stretch,
@@ -177,6 +177,7 @@ _EPS = 1e-9
 Source = Literal["none", "measured", "headers", "configured"]
 """Where the paced rate comes from: nothing yet (unpaced), refusals measured, the upstream's
 quota headers, or the configured STREAM_RATE_MAX."""
+RATE_SOURCES: tuple[Source, ...] = ("none", "measured", "headers", "configured")
 
 
 @dataclass(frozen=True, slots=True)
