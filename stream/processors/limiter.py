@@ -260,7 +260,7 @@ class Permit:
         """
         if not self._reported:
             self._reported = True
-            self._limiter._on_success(self, quota)
+            self._limiter._on_success(self, latency_s, quota)
 
     def dropped(
         self,
@@ -348,6 +348,7 @@ class AdaptiveLimiter:
         self._granted = 0
         # The rate estimate and the probe cycle.
         self._estimate: float | None = None
+        self._estimate_pending = False  # refused before a rate could be measured
         self._anchor_at = now  # the refusal the next measurement starts from (or the start)
         self._anchor_seq = 0  # permits are numbered from 1
         self._refused_since_anchor = 0
@@ -524,13 +525,16 @@ class AdaptiveLimiter:
         slots = math.floor(self._limit) - self._in_flight
         if slots <= 0:
             slots = 1 if self._slot_open() else 0
-        if math.isfinite(self._pace(now)):
-            slots = min(slots, 1 if now >= self._next_send - _EPS else 0)
+        if math.isfinite(self._pace(now)) and slots > 0:
+            if now < self._next_send - _EPS:
+                self._pace_bound_at = now  # callers wait for the pacer
+                return 0
+            return 1
         return slots
 
     # ------------------------------------------------------------------ reports
 
-    def _on_success(self, permit: Permit, quota: Quota | None) -> None:
+    def _on_success(self, permit: Permit, latency_s: float, quota: Quota | None) -> None:
         now = self._clock()
         self._integrate(now)
         in_use = self._in_flight >= IN_USE_RATIO * self._limit
@@ -554,6 +558,11 @@ class AdaptiveLimiter:
             self._last_good = self._limit  # the limit under which calls still succeed
         if quota is not None:
             self._on_quota(now, quota)
+        if self._estimate_pending and self._estimate is None and latency_s > 0:
+            # Refused before a rate could be measured: start from what the concurrency
+            # sends (the limit per round trip), the measurements take it from there.
+            self._estimate = self._limit / latency_s
+            self._estimate_pending = False
         if in_use:
             self._grow(now, since_last)
         self._wake()
@@ -679,9 +688,12 @@ class AdaptiveLimiter:
         elapsed = at - self._anchor_at - (paused - self._anchor_paused)
         estimate = self._estimate
         if estimate is None:
-            # The first refusal: the bucket was full at the start, so this is high; a burst
-            # refused at once is measured to its answer's time.
-            self._estimate = accepted / max(elapsed, now - self._anchor_at)
+            # The first refusal: the bucket was full at the start, so this is high. Too
+            # few calls for a rate (a burst refused): the next success sets one instead.
+            if accepted >= MIN_SAMPLE_CALLS:
+                self._estimate = accepted / max(elapsed, now - self._anchor_at)
+            else:
+                self._estimate_pending = True
             self._restart_cruise(now, seq, at, paused)
             return
         pause = paused - self._anchor_paused
