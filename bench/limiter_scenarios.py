@@ -1,11 +1,13 @@
-"""The limiter scenarios S1-S5 and the baselines of `tests/limiter_sim.py`, over real HTTP.
+"""The limiter scenarios of `stream/devkit/limiter_sim.py` (S1-S5, the baselines, the
+rate-limit shapes), over real HTTP.
 
 The simulator checks the limiter's algorithm in virtual time; this replays the same scripts
 against `stream upstream` in a child process (so the server has its own CPU and event loop)
 and drives it with a real `HttpProcessor`, to see what the sockets, the server's timing and
 httpx add. `python -m bench.limiter_scenarios [--smoke] [--only S1,S3]` prints a markdown
-table (about 8 minutes in all; `--smoke` runs S1, S3 and the baselines in about 30 s). No
-Kafka or MongoDB is needed.
+table: S1-S5 and the baselines take about 8 minutes, the rate-limit shapes of issue 11
+(keys "shape ...", each 45 s, minute windows 130 s) about 15 more; `--smoke` runs S1, S3,
+the baselines and one shape in about 45 s. No Kafka or MongoDB is needed.
 
 How a scenario runs:
 
@@ -301,7 +303,7 @@ class _Upstream:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{PARSE_PATH}"
         self._http = http
-        self._log = log_dir / f"upstream-{label}.log"
+        self._log = log_dir / f"upstream-{label.replace('/', '-').replace(' ', '-')}.log"
         self._proc: asyncio.subprocess.Process | None = None
         self._cpu_before = 0.0  # CPU seconds of the processes stopped so far
 
