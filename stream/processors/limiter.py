@@ -371,6 +371,7 @@ class AdaptiveLimiter:
         self._quota_end = -math.inf  # the tightest estimate of the current window's end
         self._quota_remaining = math.inf
         self._quota_window_rate = 0.0
+        self._quota_window = 0.0  # seconds: named by the headers, or the longest reset seen
         # Smoothed success rate: an exponentially decayed count of successes.
         self._rate_count = 0.0
         self._rate_at = now
@@ -767,11 +768,10 @@ class AdaptiveLimiter:
             self._quota_end = min(self._quota_end, end)  # resets round up: keep the tightest
             self._quota_remaining = min(self._quota_remaining, quota.remaining)
         left = self._quota_end - now
+        # The window's length: named by the headers, or the longest reset seen.
+        self._quota_window = quota.window_s or max(self._quota_window, quota.reset_s, 1.0)
         if quota.limit is not None and quota.limit > 0:
-            window = quota.window_s if quota.window_s else max(left, 1.0)
-            self._quota_window_rate = max(
-                self._quota_window_rate if not quota.window_s else 0.0, quota.limit / window
-            )
+            self._quota_window_rate = quota.limit / self._quota_window
         spendable = self._quota_remaining - self._in_flight
         self._quota_until = self._quota_end
         if spendable < 1 or left <= 0:
