@@ -1,11 +1,13 @@
-"""The limiter scenarios S1-S5 and the baselines of `tests/limiter_sim.py`, over real HTTP.
+"""The limiter scenarios of `stream/devkit/limiter_sim.py` (S1-S5, the baselines, the
+rate-limit shapes), over real HTTP.
 
 The simulator checks the limiter's algorithm in virtual time; this replays the same scripts
 against `stream upstream` in a child process (so the server has its own CPU and event loop)
 and drives it with a real `HttpProcessor`, to see what the sockets, the server's timing and
 httpx add. `python -m bench.limiter_scenarios [--smoke] [--only S1,S3]` prints a markdown
-table (about 8 minutes in all; `--smoke` runs S1, S3 and the baselines in about 30 s). No
-Kafka or MongoDB is needed.
+table: S1-S5 and the baselines take about 8 minutes, the rate-limit shapes of issue 11
+(keys "shape ...", each 45 s, minute windows 130 s) about 15 more; `--smoke` runs S1, S3,
+the baselines and one shape in about 45 s. No Kafka or MongoDB is needed.
 
 How a scenario runs:
 
@@ -139,6 +141,7 @@ class _Sample:
     decreases: int
     ok: float  # 2xx answers since the start
     rejected: float  # 429 answers since the start
+    refused: float  # 429 and 5xx answers since the start (a bare 503 is a refusal too)
     done: float  # calls finished since the start, whatever the outcome
     waiting: int  # SMS handed to the processor and not holding a permit
     lag: float  # real seconds this sample came late: event-loop lag
@@ -148,7 +151,7 @@ class _Sample:
         return self.done + self.in_flight
 
 
-_Counter = Literal["ok", "rejected", "done", "started", "drops", "decreases"]
+_Counter = Literal["ok", "rejected", "refused", "done", "started", "drops", "decreases"]
 
 
 class _Trace:
@@ -247,6 +250,7 @@ async def _sample(
                 decreases=state.decreases,
                 ok=gained.get("2xx", 0.0),
                 rejected=gained.get("429", 0.0),
+                refused=gained.get("429", 0.0) + gained.get("5xx", 0.0),
                 done=sum(gained.values()),
                 waiting=load.outstanding - state.in_flight,
                 lag=max(0.0, now - due),
@@ -261,8 +265,11 @@ async def _sample(
 # ----------------------------------------------------------------------------- the upstream
 
 
-def _behaviour(phase: sim.Phase, retry_after_s: float) -> dict[str, object]:
-    """A simulator phase as `/control` fields (every field, so phases do not accumulate)."""
+def _behaviour(
+    phase: sim.Phase, retry_after_s: float, quota_format: str = "x"
+) -> dict[str, object]:
+    """A simulator phase as `/control` fields (every field, so phases do not accumulate);
+    a phase with quota headers tells them in `quota_format`."""
     if math.isfinite(phase.rate_per_s) and retry_after_s != 1.0:
         raise ValueError("the upstream's Retry-After is 1 s: a rate limit cannot be time-scaled")
     latency = phase.latency
@@ -279,6 +286,9 @@ def _behaviour(phase: sim.Phase, retry_after_s: float) -> dict[str, object]:
         "burst": rate * phase.burst_s,
         "max_concurrency": phase.max_concurrency or 0,
         "black_hole": phase.mode == "black_hole",
+        "window": phase.window_s,
+        "refuse_503": phase.refuse_503,
+        "quota_headers": quota_format if phase.quota_headers else "",
     }
 
 
@@ -286,11 +296,14 @@ class _Upstream:
     """`stream upstream` in a child process, on one port for its whole life, so a fail-fast
     phase can stop it and the next phase start it again behind the same URL."""
 
-    def __init__(self, http: httpx.AsyncClient, log_dir: Path, label: str) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, log_dir: Path, label: str, quota_format: str = "x"
+    ) -> None:
+        self.quota_format = quota_format
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{PARSE_PATH}"
         self._http = http
-        self._log = log_dir / f"upstream-{label}.log"
+        self._log = log_dir / f"upstream-{label.replace('/', '-').replace(' ', '-')}.log"
         self._proc: asyncio.subprocess.Process | None = None
         self._cpu_before = 0.0  # CPU seconds of the processes stopped so far
 
@@ -302,7 +315,8 @@ class _Upstream:
         if self._proc is None:
             await self._spawn()
         response = await self._http.post(
-            f"http://127.0.0.1:{self.port}/control", json=_behaviour(phase, retry_after_s)
+            f"http://127.0.0.1:{self.port}/control",
+            json=_behaviour(phase, retry_after_s, self.quota_format),
         )
         response.raise_for_status()
 
@@ -630,7 +644,75 @@ def _baselines(m: _Measured) -> list[Figure]:
     ]
 
 
+def _shape(m: _Measured) -> list[Figure]:
+    """Issue 11's goals: goodput against the allowed rate and the refused share after the
+    warm-up (a fixed window over whole windows), bars as in tests/test_limiter.py."""
+    t, first = m.trace, m.scenario.upstream.phases[0]
+    t0, t1 = sim.WARMUP_S, t.end
+    if first.window_s > 0:
+        w = first.window_s
+        t0, t1 = math.ceil(t0 / w) * w, math.floor(t1 / w) * w
+    strict = first.refuse_503
+    figures = [
+        Figure(
+            "goodput/allowed",
+            t.rate("ok", t0, t1) / first.rate_per_s,
+            (">=", 0.9 if strict else 0.98 if first.quota_headers else 0.95),
+            "goodput",
+        ),
+        Figure(
+            "refused share",
+            t.share("refused", t0, t1),
+            ("<=", 0.02 if strict else 0.01),
+            "rejection",
+        ),
+        Figure("sent in pause", t.sent_in_pause(), ("==", 0), "other"),
+    ]
+    if first.quota_headers:
+        after = min(first.window_s, t1)
+        figures.append(
+            Figure("refused after 1st window", t.count("refused", after, t1), ("==", 0), "other")
+        )
+    return figures
+
+
+def _steps(m: _Measured) -> list[Figure]:
+    t = m.trace
+    down, up = _at(m.scenario, 1), _at(m.scenario, 2)
+    allowed, half = sim.ALLOWED, sim.ALLOWED / 2
+
+    def near(rate: float) -> Callable[[float], bool]:
+        return lambda x: abs(t.rate("ok", x, x + 2) / rate - 1.0) <= 0.1
+
+    return [
+        Figure(
+            "goodput/allowed",
+            (t.rate("ok", sim.WARMUP_S, down) + t.rate("ok", up + 10, t.end)) / allowed / 2,
+            (">=", 0.95),
+            "goodput",
+        ),
+        Figure("refused share", t.share("refused", sim.WARMUP_S, t.end), ("<=", 0.01), "rejection"),
+        Figure("down: within 10 % s", t.first(down, up, near(half)), ("<=", 10), "convergence"),
+        Figure("up: within 10 % s", t.first(up, t.end, near(allowed)), ("<=", 10), "convergence"),
+        Figure("down: goodput/allowed", t.rate("ok", down + 10, up) / half, None, "other"),
+    ]
+
+
 # ----------------------------------------------------------------------------- the plans
+
+
+REPLAY_SHAPE_S = 45.0
+"""Real seconds per rate-limit shape (a 10 s warm-up, then 35 s measured); minute windows
+run REPLAY_MINUTE_S (the first window, then one whole window measured), steps their script."""
+REPLAY_MINUTE_S = 130.0
+
+
+def _replayed(scenario: sim.Scenario) -> sim.Scenario:
+    """A shape shortened for the HTTP replay (the simulator runs it longer, over seeds)."""
+    if len(scenario.upstream.phases) > 1:
+        return scenario
+    long = scenario.upstream.phases[0].window_s >= 60
+    return replace(scenario, duration_s=REPLAY_MINUTE_S if long else REPLAY_SHAPE_S)
 
 
 @dataclass(frozen=True)
@@ -643,6 +725,7 @@ class Plan:
     smoke_s: float | None = None  # real seconds in a smoke run; None: left out of it
     baselines: tuple[sim.Client, ...] = ()  # run beside ours, each on its own upstream
     note: str = ""
+    quota_format: str = "x"  # how an upstream with quota headers tells them
 
 
 PLANS: dict[str, Plan] = {
@@ -702,6 +785,33 @@ PLANS: dict[str, Plan] = {
         baselines=(sim.OLD_WAY, sim.FIXED_4),
         note="the three clients run at once, each on its own upstream with the same script",
     ),
+    **{
+        f"shape {key}": Plan(
+            _replayed(sim.SHAPES[key]),
+            1.0,
+            _steps if key == "steps" else _shape,
+            smoke_s=12.0 if key == "bucket b10" else None,
+        )
+        for key in sim.SHAPES
+        if not key.startswith("headers")
+    },
+    "shape headers 10s structured": Plan(
+        _replayed(sim.SHAPES["headers 10s"]),
+        1.0,
+        _shape,
+        quota_format="structured",
+        note="RateLimit + RateLimit-Policy",
+    ),
+    "shape headers 60s x": Plan(
+        _replayed(sim.SHAPES["headers 60s"]), 1.0, _shape, note="X-RateLimit-*, Reset in seconds"
+    ),
+    "shape headers 60s x-unix": Plan(
+        _replayed(sim.SHAPES["headers 60s"]),
+        1.0,
+        _shape,
+        quota_format="x-unix",
+        note="X-RateLimit-*, Reset as a Unix time",
+    ),
 }
 
 
@@ -725,7 +835,10 @@ async def _run_plan(
         scenario = replace(scenario, duration_s=plan.smoke_s * plan.speedup)
     real = scenario.scaled(plan.speedup)
     pool, bodies = _pool()
-    upstreams = [_Upstream(http, log_dir, f"{key}-{n}") for n in range(1 + len(plan.baselines))]
+    upstreams = [
+        _Upstream(http, log_dir, f"{key}-{n}", plan.quota_format)
+        for n in range(1 + len(plan.baselines))
+    ]
     try:
         first = real.upstream.phases[0]
         await asyncio.gather(*(u.apply(first, real.upstream.retry_after_s) for u in upstreams))

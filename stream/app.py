@@ -33,7 +33,7 @@ from stream.observability.health import Probes, routes
 from stream.observability.httpserver import HttpServer
 from stream.processors.builtin import BuiltinProcessor
 from stream.processors.http import HttpProcessor
-from stream.processors.limiter import AdaptiveLimiter
+from stream.processors.limiter import RATE_SOURCES, AdaptiveLimiter
 
 __all__ = ["build_processor", "main", "serve"]
 
@@ -64,6 +64,10 @@ async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
             metrics.LIMITER_RATE.set(state.rate)
             paused = state.paused_until is not None and state.paused_until > time.monotonic()
             metrics.LIMITER_PAUSED.set(1 if paused else 0)
+            metrics.LIMITER_ESTIMATED_RATE.set(state.estimated_rate or 0.0)
+            metrics.LIMITER_PACED_RATE.set(state.paced_rate or 0.0)
+            for source in RATE_SOURCES:
+                metrics.LIMITER_RATE_SOURCE.labels(source).set(1 if source == state.source else 0)
         if tick % MONGO_PING_EVERY == 0:
             await sink.ping()
         tick += 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
@@ -15,10 +17,17 @@ from prometheus_client import REGISTRY
 from stream.app import build_processor
 from stream.config import Settings
 from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
-from stream.errors import PermanentError, ProcessingError, TransientError
+from stream.errors import PermanentError, ProcessingError, SystemicError, TransientError
 from stream.observability.httpserver import HttpServer, Request, Response, json_response
 from stream.processors.builtin import BuiltinProcessor
-from stream.processors.http import MAX_RETRY_AFTER_S, HttpProcessor, parse_retry_after
+from stream.processors.http import (
+    MAX_RETRY_AFTER_S,
+    PROBE_SMS,
+    HttpProcessor,
+    parse_quota,
+    parse_retry_after,
+)
+from stream.processors.limiter import Quota
 from stream.sms.models import Sms
 from stream.sms.parser import parse_sms
 
@@ -142,14 +151,32 @@ def _http_date(delta_s: float) -> str:
         (json_response({}, 500), TransientError, "http_500", "5xx"),
         (json_response({}, 408), TransientError, "http_408", "4xx"),
         (json_response({}, 400), PermanentError, "http_400", "4xx"),
-        (json_response({}, 404), PermanentError, "http_404", "4xx"),
+        (json_response({}, 404), SystemicError, "http_404", "4xx"),
+        (json_response({}, 401), SystemicError, "http_401", "4xx"),
+        (json_response({}, 403), SystemicError, "http_403", "4xx"),
+        (json_response({}, 405), SystemicError, "http_405", "4xx"),
         (json_response({}, 422), PermanentError, "http_422", "4xx"),
         (Response(200, {}, b"<html>not json"), PermanentError, "invalid_result", "2xx"),
         (json_response(["a", "list"]), PermanentError, "invalid_result", "2xx"),
         (json_response({"category": "other"}), PermanentError, "invalid_result", "2xx"),
         (Response(302, {"location": "/elsewhere"}), PermanentError, "http_302", "error"),
     ],
-    ids=["429", "503", "500", "408", "400", "404", "422", "not-json", "list", "schema", "302"],
+    ids=[
+        "429",
+        "503",
+        "500",
+        "408",
+        "400",
+        "404",
+        "401",
+        "403",
+        "405",
+        "422",
+        "not-json",
+        "list",
+        "schema",
+        "302",
+    ],
 )
 async def test_http_classifies_each_answer(
     scripted: tuple[Scripted, str],
@@ -270,7 +297,7 @@ async def test_token_is_sent_and_never_shown(caplog: pytest.LogCaptureFixture) -
             up.set_behaviour(UpstreamBehaviour(black_hole=True))
             timed_out = await slow.process_many([_sms(1)])
     assert not any(isinstance(r, ProcessingError) for r in authorised)
-    assert all(isinstance(r, PermanentError) and r.reason == "http_401" for r in refused)
+    assert all(isinstance(r, SystemicError) and r.reason == "http_401" for r in refused)
     assert isinstance(timed_out[0], TransientError)
     outcomes = [*authorised, *refused, *timed_out]
     shown += [str(o) for o in outcomes] + [repr(o) for o in outcomes]
@@ -300,3 +327,140 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after("999999") == MAX_RETRY_AFTER_S
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-5") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "setting"),
+    [
+        (401, "STREAM_API_TOKEN"),
+        (403, "STREAM_API_TOKEN"),
+        (404, "STREAM_API_URL"),
+        (405, "STREAM_API_URL"),
+    ],
+)
+async def test_systemic_answers_are_not_retried_and_say_what_to_fix(
+    scripted: tuple[Scripted, str], status: int, setting: str
+) -> None:
+    script, url = scripted
+    script.default = json_response({}, status)
+    async with HttpProcessor(_settings(url)) as processor:
+        outcomes = await processor.process_many([_sms(1), _sms(2)])
+        state = processor.limiter.state
+    assert len(script.requests) == 2  # one call per SMS: no in-process retry
+    for outcome in outcomes:
+        assert isinstance(outcome, SystemicError)
+        assert (outcome.reason, outcome.setting) == (f"http_{status}", setting)
+        assert setting in str(outcome)
+        assert "/v1/parse" not in str(outcome)  # the URL's path may hold a secret
+    assert (state.drops, state.in_flight, state.limit) == (0, 0, 8)  # ignore(): nothing learnt
+
+
+async def test_a_tls_failure_is_systemic() -> None:
+    async def plain_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")  # not TLS
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with HttpProcessor(_settings(f"https://127.0.0.1:{port}/v1/parse")) as processor:
+            (outcome,) = await processor.process_many([_sms(1)])
+            assert processor.limiter.state.drops == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(outcome, SystemicError)
+    assert (outcome.reason, outcome.setting) == ("tls", "STREAM_API_URL")
+
+
+async def test_an_unknown_host_is_systemic() -> None:
+    async with HttpProcessor(_settings("http://does-not-exist.invalid/v1/parse")) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+        assert processor.limiter.state.drops == 0
+    assert isinstance(outcome, SystemicError)
+    assert (outcome.reason, outcome.setting) == ("dns", "STREAM_API_URL")
+    assert "does-not-exist" not in str(outcome)
+
+
+async def test_probe_reports_a_fault_until_it_clears() -> None:
+    async with ReferenceUpstream(token=TOKEN) as up:
+        async with HttpProcessor(_settings(up.url, api_token="wrong")) as processor:
+            fault = await processor.probe()
+        async with HttpProcessor(_settings(up.url, api_token=TOKEN)) as processor:
+            cleared = await processor.probe()
+        stats = up.stats()
+    assert isinstance(fault, SystemicError)
+    assert fault.reason == "http_401"
+    assert cleared is None
+    assert (stats["requests"], stats["unauthorized_401"], stats["accepted"]) == (2, 1, 1)
+
+
+async def test_probe_sends_the_fixed_probe_sms(scripted: tuple[Scripted, str]) -> None:
+    script, url = scripted
+    async with HttpProcessor(_settings(url)) as processor:
+        assert await processor.probe() is None
+    (request,) = script.requests
+    assert orjson.loads(request.body) == PROBE_SMS
+
+
+async def test_an_undecodable_body_is_a_transient_upstream_error(
+    scripted: tuple[Scripted, str],
+) -> None:
+    script, url = scripted
+    script.default = Response(
+        200, {"content-type": "application/json", "content-encoding": "gzip"}, b"not gzip at all"
+    )
+    async with HttpProcessor(_settings(url), max_attempts=2) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+        assert processor.limiter.state.drops == 0
+    assert isinstance(outcome, TransientError)
+    assert outcome.reason == "bad_encoding"
+    assert len(script.requests) == 2  # retried like any transient answer
+
+
+async def test_refusals_reach_the_limiter_as_rate_signals(scripted: tuple[Scripted, str]) -> None:
+    script, url = scripted
+    script.default = json_response({}, 429, {"retry-after": "1"})
+    async with HttpProcessor(_settings(url), max_attempts=1) as processor:
+        await processor.process_many([_sms(1)])
+        state = processor.limiter.state
+    assert (state.drops, state.refusals, state.decreases) == (1, 1, 0)
+
+
+async def test_quota_headers_pace_the_calls(scripted: tuple[Scripted, str]) -> None:
+    script, url = scripted
+    script.default = json_response(
+        RESULT, 200, {"ratelimit": '"p";r=5;t=1', "ratelimit-policy": '"p";q=10;w=1'}
+    )
+    async with HttpProcessor(_settings(url), max_attempts=1) as processor:
+        await processor.process_many([_sms(1)])
+        state = processor.limiter.state
+    assert state.source == "headers"
+    assert state.paced_rate is not None
+    assert state.paced_rate <= 5.0
+
+
+def test_parse_quota_formats() -> None:
+    def quota(**headers: str) -> Quota | None:
+        return parse_quota(
+            httpx.Headers({k.replace("_", "-"): v for k, v in headers.items()}), 1e9 + 100
+        )
+
+    assert quota() is None
+    assert quota(x_ratelimit_remaining="7") is None  # no reset: nothing to pace to
+    assert quota(
+        x_ratelimit_limit="60", x_ratelimit_remaining="7", x_ratelimit_reset="30"
+    ) == Quota(7, 30, 60, None)
+    # A Unix time, not a delta: 20 s after the `now` given.
+    assert quota(x_ratelimit_remaining="7", x_ratelimit_reset=str(int(1e9 + 120))) == Quota(
+        7, 20, None, None
+    )
+    assert quota(
+        ratelimit_limit="100, 100;w=60", ratelimit_remaining="42", ratelimit_reset="9"
+    ) == Quota(42, 9, 100, 60)
+    assert quota(ratelimit='"default";r=50;t=30', ratelimit_policy='"default";q=100;w=60') == Quota(
+        50, 30, 100, 60
+    )
+    assert quota(ratelimit='"default";r=50;t=30') == Quota(50, 30, None, None)
+    assert quota(x_ratelimit_remaining="many", x_ratelimit_reset="30") is None

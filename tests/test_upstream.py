@@ -23,6 +23,7 @@ from stream.devkit.upstream import (
     main,
     parse_schedule,
 )
+from stream.processors.http import parse_quota
 from stream.sms.parser import parse_sms
 
 WAIT_S = 5.0  # bound on waiting for a condition; never a fixed sleep
@@ -352,3 +353,70 @@ async def test_cli_serves_until_sigterm(client: httpx.AsyncClient) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+class _Clock:
+    """A clock the test moves by hand (the upstream's limiters read it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_fixed_window_refuses_to_its_end_and_then_resets(
+    client: httpx.AsyncClient,
+) -> None:
+    clock = _Clock()
+    behaviour = UpstreamBehaviour(rate=2.5, window=2.0, quota_headers="x")  # 5 per window
+    async with ReferenceUpstream(behaviour, clock=clock) as up:
+        first = [await client.post(up.url, json=SMS) for _ in range(7)]
+        assert [r.status_code for r in first] == [200] * 5 + [429] * 2
+        assert [r.headers["x-ratelimit-remaining"] for r in first] == [
+            "4", "3", "2", "1", "0", "0", "0"
+        ]  # fmt: skip
+        assert {r.headers["x-ratelimit-reset"] for r in first} == {"2"}
+        assert first[-1].headers["retry-after"] == "2"  # to the window's end
+        clock.now += 1.5  # still the same window
+        assert (await client.post(up.url, json=SMS)).headers["retry-after"] == "1"
+        clock.now += 0.5  # the next window
+        again = await client.post(up.url, json=SMS)
+        assert again.status_code == 200
+        assert again.headers["x-ratelimit-remaining"] == "4"
+        assert (up.stats()["accepted"], up.stats()["rejected_429"]) == (6, 3)
+
+
+@pytest.mark.parametrize("form", ["x", "x-unix", "ietf", "structured"])
+async def test_quota_headers_in_each_format_read_back(client: httpx.AsyncClient, form: str) -> None:
+    clock = _Clock()
+    behaviour = UpstreamBehaviour(rate=10.0, window=60.0, quota_headers=form)
+    async with ReferenceUpstream(behaviour, clock=clock) as up:
+        await client.post(up.url, json=SMS)
+        clock.now += 20.0
+        response = await client.post(up.url, json=SMS)
+    quota = parse_quota(response.headers)
+    assert quota is not None
+    assert quota.remaining == 600 - 2
+    assert 39 <= quota.reset_s <= 41  # 40 s left in the window, in whole seconds
+    if form in ("ietf", "structured"):
+        assert (quota.limit, quota.window_s) == (600, 60)
+
+
+async def test_strict_spacing_refuses_with_a_bare_503(client: httpx.AsyncClient) -> None:
+    clock = _Clock()
+    behaviour = UpstreamBehaviour(rate=8.0, burst=1.0, refuse_503=True)  # one per 0.125 s
+    async with ReferenceUpstream(behaviour, clock=clock) as up:
+        assert (await client.post(up.url, json=SMS)).status_code == 200
+        clock.now += 0.0625  # half the spacing (binary fractions: exact arithmetic)
+        refused = await client.post(up.url, json=SMS)
+        clock.now += 0.0625
+        assert (await client.post(up.url, json=SMS)).status_code == 200
+    assert refused.status_code == 503
+    assert "retry-after" not in refused.headers
+
+
+def test_quota_headers_must_name_a_format() -> None:
+    with pytest.raises(ValueError, match="quota_headers"):
+        UpstreamBehaviour(quota_headers="bogus")
+    assert UpstreamBehaviour().with_changes({"quota_headers": "ietf"}).quota_headers == "ietf"

@@ -4,15 +4,17 @@ The scenario is plain data (frozen dataclasses), so the same `Scenario` can late
 against a real HTTP upstream, time-scaled, by a benchmark:
 
     Scenario
-     ├── Upstream   phases over time: latency, token-bucket rate (429 + Retry-After beyond),
-     │              concurrency cap (503 beyond), or an outage mode (fast 503s, black hole)
+     ├── Upstream   phases over time: latency, a rate limit (token bucket with 429 +
+     │              Retry-After, strict spacing with bare 503s, or a fixed window with
+     │              Retry-After to its end, optionally with quota headers), a concurrency
+     │              cap (503 beyond), or an outage mode (fast 503s, black hole)
      ├── Load       a backlog (work always waiting) or Poisson arrivals
      └── Client     the adaptive limiter, or a fixed concurrency with a pause between calls
 
 `simulate(scenario, seed)` drives the limiter's synchronous core (`try_acquire`,
 `next_attempt_at`, the permit reports) with a virtual clock, and reports outcomes exactly
-like the HTTP processor: 2xx -> success(latency), 429 -> dropped(retry_after),
-503 / timeout -> dropped(None). Pure Python, no I/O, deterministic per seed.
+like the HTTP processor: 2xx -> success(latency, quota), 429 / 503 -> dropped(retry_after,
+status, quota), timeout -> dropped(None). Pure Python, no I/O, deterministic per seed.
 
 Below the engine: the scenarios S1-S5 and the baselines, the figures measured on each run
 (`figures_*`), and `SUITE`, which pairs them for the tests (and a future benchmark).
@@ -25,14 +27,13 @@ import heapq
 import itertools
 import math
 import random
-import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal, Protocol, cast
 
-from stream.processors.limiter import AdaptiveLimiter
+from stream.processors.limiter import AdaptiveLimiter, Quota
 
 __all__ = [
     "SUITE",
@@ -85,6 +86,9 @@ class Phase:
     burst_s: float = 1.0  # bucket size, in seconds of `rate_per_s`
     max_concurrency: int | None = None  # calls beyond it are answered 503 at once
     mode: Mode = "healthy"  # fail_fast: every call 503 at once; black_hole: no answer
+    window_s: float = 0.0  # > 0: a fixed window of rate_per_s * window_s calls instead
+    refuse_503: bool = False  # refuse with a bare 503 (nginx limit_req), not 429 + Retry-After
+    quota_headers: bool = False  # a fixed window tells remaining calls and reset in headers
 
     def capacity_per_s(self) -> float:
         """Sustainable goodput of this phase (calls/s)."""
@@ -101,8 +105,9 @@ class Upstream:
     """A scripted upstream: phases sorted by start time, the first starting at 0."""
 
     phases: tuple[Phase, ...]
-    retry_after_s: float = 1.0  # Retry-After sent with every 429
+    retry_after_s: float = 1.0  # Retry-After sent with every token-bucket 429
     reject_latency_s: float = 0.005  # how fast a 429 or a fail-fast 503 comes back
+    jitter_s: float = 0.0  # a request reaches the rate limiter up to this long after sending
 
     def phase_at(self, t: float) -> Phase:
         starts = [p.at_s for p in self.phases]
@@ -160,13 +165,19 @@ class Scenario:
                 p.latency, median_s=p.latency.median_s / speedup, clip_s=p.latency.clip_s / speedup
             )
             return replace(
-                p, at_s=p.at_s / speedup, latency=latency, rate_per_s=p.rate_per_s * speedup
+                p,
+                at_s=p.at_s / speedup,
+                latency=latency,
+                rate_per_s=p.rate_per_s * speedup,
+                burst_s=p.burst_s / speedup,
+                window_s=p.window_s / speedup,
             )
 
         upstream = Upstream(
             tuple(phase(p) for p in self.upstream.phases),
             retry_after_s=self.upstream.retry_after_s / speedup,
             reject_latency_s=self.upstream.reject_latency_s / speedup,
+            jitter_s=self.upstream.jitter_s / speedup,
         )
         rate = self.load.arrival_rate_per_s
         return replace(
@@ -285,8 +296,14 @@ class Trace:
 
 
 class _Report(Protocol):
-    def success(self, latency_s: float) -> None: ...
-    def dropped(self, retry_after_s: float | None = None) -> None: ...
+    def success(self, latency_s: float, quota: Quota | None = None) -> None: ...
+    def dropped(
+        self,
+        retry_after_s: float | None = None,
+        *,
+        status: int | None = None,
+        quota: Quota | None = None,
+    ) -> None: ...
 
 
 class _Gate(Protocol):
@@ -298,10 +315,16 @@ class _FixedPermit:
     def __init__(self, gate: _FixedGate) -> None:
         self._gate = gate
 
-    def success(self, latency_s: float) -> None:
+    def success(self, latency_s: float, quota: Quota | None = None) -> None:
         self._gate.in_flight -= 1
 
-    def dropped(self, retry_after_s: float | None = None) -> None:
+    def dropped(
+        self,
+        retry_after_s: float | None = None,
+        *,
+        status: int | None = None,
+        quota: Quota | None = None,
+    ) -> None:
         self._gate.in_flight -= 1
 
 
@@ -322,8 +345,19 @@ class _FixedGate:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the upstream answers one call, and when the client sees it."""
+
+    outcome: Outcome
+    after: float  # seconds until the client sees the answer
+    occupies: bool  # whether the call holds a server slot meanwhile
+    retry_after: float | None = None
+    quota: Quota | None = None
+
+
 class _UpstreamModel:
-    """The upstream's state: its token bucket and the calls it is serving."""
+    """The upstream's state: its token bucket or window and the calls it is serving."""
 
     def __init__(self, upstream: Upstream, rng: random.Random) -> None:
         self.spec = upstream
@@ -333,6 +367,8 @@ class _UpstreamModel:
         first = self.phases[0]
         self.tokens = first.rate_per_s * first.burst_s if math.isfinite(first.rate_per_s) else 0.0
         self.tokens_at = 0.0
+        self.window_start = 0.0
+        self.window_used = 0
         self.serving = 0
 
     def _advance(self, now: float) -> Phase:
@@ -340,34 +376,61 @@ class _UpstreamModel:
         while self.index + 1 < len(self.phases) and self.phases[self.index + 1].at_s <= now:
             self._refill(self.phases[self.index + 1].at_s)
             self.index += 1
+            self.window_start, self.window_used = self.phases[self.index].at_s, 0
         self._refill(now)
         return self.phases[self.index]
 
     def _refill(self, now: float) -> None:
         phase = self.phases[self.index]
+        if now <= self.tokens_at:  # a request overtaken by one sent later (jitter)
+            return
         if math.isfinite(phase.rate_per_s):
             size = phase.rate_per_s * phase.burst_s
             self.tokens = min(size, self.tokens + (now - self.tokens_at) * phase.rate_per_s)
         self.tokens_at = now
 
-    def call(self, now: float, timeout_s: float) -> tuple[Outcome, float, bool]:
-        """(outcome, seconds until the client sees it, whether it occupies a server slot)."""
-        phase = self._advance(now)
+    def _window(self, phase: Phase, now: float) -> tuple[bool, float, Quota]:
+        """Take one call of the fixed window: (accepted, seconds to its end, quota after)."""
+        if now >= self.window_start + phase.window_s:
+            elapsed = math.floor((now - self.window_start) / phase.window_s)
+            self.window_start += elapsed * phase.window_s
+            self.window_used = 0
+        quota_n = round(phase.rate_per_s * phase.window_s)
+        left = self.window_start + phase.window_s - now
+        accepted = self.window_used < quota_n
+        self.window_used += accepted
+        # Reset in whole seconds, rounded up, as real APIs send it.
+        quota = Quota(quota_n - self.window_used, float(math.ceil(left)), quota_n, phase.window_s)
+        return accepted, left, quota
+
+    def call(self, now: float, timeout_s: float) -> _Answer:
+        """What the upstream answers a call sent at `now`."""
+        arrives = now + (self.rng.uniform(0.0, self.spec.jitter_s) if self.spec.jitter_s else 0.0)
+        phase = self._advance(arrives)
+        reject = self.spec.reject_latency_s
         if phase.mode == "fail_fast":
-            return "503", self.spec.reject_latency_s, False
+            return _Answer("503", reject, False)
         if phase.mode == "black_hole":
-            return "timeout", timeout_s, False
+            return _Answer("timeout", timeout_s, False)
         if phase.max_concurrency is not None and self.serving >= phase.max_concurrency:
-            return "503", self.spec.reject_latency_s, False
-        if math.isfinite(phase.rate_per_s):
+            return _Answer("503", reject, False)
+        quota = None
+        if phase.window_s > 0:
+            accepted, left, window_quota = self._window(phase, arrives)
+            quota = window_quota if phase.quota_headers else None
+            if not accepted:
+                return _Answer("429", reject, False, float(max(1, math.ceil(left))), quota)
+        elif math.isfinite(phase.rate_per_s):
             if self.tokens < 1.0:
-                return "429", self.spec.reject_latency_s, False
+                if phase.refuse_503:
+                    return _Answer("503", reject, False)
+                return _Answer("429", reject, False, self.spec.retry_after_s)
             self.tokens -= 1.0
         latency = phase.latency.sample(self.rng)
         self.serving += 1
         if latency > timeout_s:  # the server gives up when the client does
-            return "timeout", timeout_s, True
-        return "ok", latency, True
+            return _Answer("timeout", timeout_s, True)
+        return _Answer("ok", latency, True, None, quota)
 
 
 _SAMPLE_EVERY_S = 0.25
@@ -381,9 +444,7 @@ class _Pending:
     item: int
     permit: _Report
     sent_at: float
-    outcome: Outcome
-    after: float
-    occupies: bool
+    answer: _Answer
 
 
 def simulate(scenario: Scenario, seed: int) -> Trace:
@@ -405,7 +466,6 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
     else:
         gate = _FixedGate(client.concurrency)
     upstream = _UpstreamModel(scenario.upstream, rng)
-    retry_after = scenario.upstream.retry_after_s
     trace = Trace(scenario, seed)
     calls = trace.calls
     seq = itertools.count()
@@ -432,18 +492,18 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
         now = at
         if kind == _DONE:
             call = cast(_Pending, payload)
-            if call.occupies:
+            answer = call.answer
+            if answer.occupies:
                 upstream.serving -= 1
-            calls.append(Call(call.sent_at, now, call.outcome))
-            if call.outcome == "ok":
-                call.permit.success(call.after)
+            calls.append(Call(call.sent_at, now, answer.outcome))
+            if answer.outcome == "ok":
+                call.permit.success(answer.after, answer.quota)
             else:
                 before = limiter.state.decreases if limiter is not None else 0
-                if call.outcome == "429":
-                    call.permit.dropped(retry_after)
-                    trace.retry_after_windows.append((now, now + retry_after))
-                else:
-                    call.permit.dropped(None)
+                status = None if answer.outcome == "timeout" else int(answer.outcome)
+                call.permit.dropped(answer.retry_after, status=status, quota=answer.quota)
+                if answer.retry_after is not None:
+                    trace.retry_after_windows.append((now, now + answer.retry_after))
                 trace.drop_times.append(now)
                 if limiter is not None and limiter.state.decreases > before:
                     trace.decrease_times.append(now)
@@ -471,9 +531,9 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
             permit = gate.try_acquire()
             if permit is None:
                 break
-            outcome, after, occupies = upstream.call(now, client.timeout_s)
-            pending = _Pending(waiting.popleft(), permit, now, outcome, after, occupies)
-            push(events, (now + after, next(seq), _DONE, pending))
+            answer = upstream.call(now, client.timeout_s)
+            pending = _Pending(waiting.popleft(), permit, now, answer)
+            push(events, (now + answer.after, next(seq), _DONE, pending))
         if waiting:
             wake_at = gate.next_attempt_at()
             if wake_at is not None:
@@ -557,6 +617,73 @@ FIXED_4 = Client(kind="fixed", concurrency=4)
 """A fixed concurrency of 4 (the limiter's initial limit, never adapted)."""
 
 
+# The rate-limiter shapes real APIs use (issue 11), each at ALLOWED calls per second unless
+# named otherwise, behind the fast API, with 0.2 ms of arrival jitter at the limiter.
+
+ALLOWED = 100.0
+"""The shapes' allowed rate, calls per second."""
+JITTER_S = 0.0002
+"""A request reaches the upstream's limiter up to 0.2 ms after it was sent (loopback HTTP)."""
+SHAPE_S = 60.0
+"""Virtual seconds per shape run: 50 s measured after the warm-up, several probe cycles."""
+MINUTE_SHAPE_S = 190.0
+"""Fixed windows of a minute: the first, and two whole ones after the warm-up."""
+
+
+def bucket(at_s: float, rate: float, burst: float) -> Phase:
+    """A token bucket of `burst` calls refilled at `rate`; 429 + Retry-After: 1 beyond."""
+    return Phase(at_s, FAST, rate_per_s=rate, burst_s=burst / rate)
+
+
+def spacing(at_s: float, rate: float) -> Phase:
+    """Strict spacing (nginx limit_req without burst): a call within 1/rate of the last
+    accepted one gets a bare 503."""
+    return Phase(at_s, FAST, rate_per_s=rate, burst_s=1.0 / rate, refuse_503=True)
+
+
+def window(at_s: float, quota: int, window_s: float, headers: bool = False) -> Phase:
+    """A fixed window of `quota` calls per `window_s`; 429 with Retry-After to its end."""
+    return Phase(at_s, FAST, rate_per_s=quota / window_s, window_s=window_s, quota_headers=headers)
+
+
+def _shape(name: str, *phases: Phase, duration_s: float = SHAPE_S) -> Scenario:
+    return Scenario(name, Upstream(phases, jitter_s=JITTER_S), duration_s=duration_s)
+
+
+SHAPES: dict[str, Scenario] = {
+    "spacing 503": _shape("strict spacing 100/s, bare 503", spacing(0.0, ALLOWED)),
+    "bucket b1": _shape("token bucket 100/s, burst 1", bucket(0.0, ALLOWED, 1)),
+    "bucket b10": _shape("token bucket 100/s, burst 10", bucket(0.0, ALLOWED, 10)),
+    "bucket b100": _shape("token bucket 100/s, burst 100", bucket(0.0, ALLOWED, 100)),
+    "bucket b1000": _shape("token bucket 100/s, burst 1000", bucket(0.0, ALLOWED, 1000)),
+    "bucket 300/3000": _shape("token bucket 300/s, burst 3000", bucket(0.0, 300.0, 3000)),
+    "window 1s": _shape("fixed window 100 per 1 s", window(0.0, 100, 1.0)),
+    "window 10s": _shape(
+        "fixed window 500 per 10 s", window(0.0, 500, 10.0), duration_s=2 * SHAPE_S
+    ),
+    "window 60s": _shape(
+        "fixed window 6000 per 60 s", window(0.0, 6000, 60.0), duration_s=MINUTE_SHAPE_S
+    ),
+    "steps": _shape(
+        "token bucket 100 -> 50 -> 100/s, burst 10",
+        bucket(0.0, ALLOWED, 10),
+        bucket(40.0, ALLOWED / 2, 10),
+        bucket(80.0, ALLOWED, 10),
+        duration_s=120.0,
+    ),
+    "headers 10s": _shape(
+        "quota headers, 500 per 10 s", window(0.0, 500, 10.0, True), duration_s=SHAPE_S
+    ),
+    "headers 60s": _shape(
+        "quota headers, 6000 per 60 s", window(0.0, 6000, 60.0, True), duration_s=MINUTE_SHAPE_S
+    ),
+}
+"""Keyed as in SUITE (prefixed "shape "), with the figures of `figures_shape`."""
+
+WARMUP_S = 10.0
+"""The shapes' goals are measured after a 10 s warm-up (issue 11)."""
+
+
 # --------------------------------------------------------------------------- figures
 # What the tests assert on (and a benchmark replaying the scenarios would report): plain
 # numbers per run, so runs can be measured in worker processes and compared across seeds.
@@ -593,14 +720,13 @@ def figures_s2(t: Trace) -> Figures:
     """Convergence after the drop, goodput from 15 s after it, time to find the rise."""
     drop, rise, end = _phase(t.scenario, 1), _phase(t.scenario, 2), t.scenario.duration_s
     half = RATE / 2
-    fair = half * FAST.mean_s  # the concurrency that sends exactly R/2 (Little's law)
 
     def converged(x: float) -> bool:
-        return all(0.85 * fair <= v <= 1.15 * fair for v in t.limits(x, x + 0.5))
+        return abs(t.goodput(x, x + 2) / half - 1.0) <= 0.15
 
     reached = _first(t, rise, end, lambda x: t.goodput(x, x + 5) >= 0.9 * RATE)
     return {
-        "drop: limit +-15 % s": _first(t, drop, rise, converged),
+        "drop: goodput +-15 % s": _first(t, drop, rise, converged),
         "drop: goodput/cap": t.goodput(drop + 15, rise) / half,
         "drop: 429 share": t.share("429", drop + 15, rise),
         "rise: 0.9R s": reached,
@@ -640,12 +766,13 @@ def _outage_figures(t: Trace, capacity: float, in_flight_cap: float | None) -> F
             return t.mean_in_flight(x, x + 2) >= 0.9 * in_flight_cap
         return t.goodput(x, x + 5) >= 0.9 * capacity
 
-    limit_before = statistics.fmean(t.limits(down - 15, down))
     return {
         "calls in outage": t.sent(down, up),
         "outage calls/60 s pre": t.sent(down, up) / (before * (up - down)),
         "recovery s": _first(t, up, end, recovered),
-        "limit after/before": statistics.fmean(t.limits(up + 30, end)) / limit_before,
+        # Throughput, not the concurrency limit: once the rate is paced, the limit need
+        # not climb back to where slow start had left it.
+        "throughput after/before": t.completions(up + 30, end) / before,
         "min limit after": min(t.limits(up + 30, end)),
     }
 
@@ -666,6 +793,48 @@ def figures_s5(t: Trace) -> Figures:
         "decreases": t.decreases(0, end),
         "drops": t.drops(0, end),
         "goodput/offered": t.goodput(5, end - 1) / offered,
+    }
+
+
+def _refused(t: Trace, t0: float, t1: float) -> float:
+    return t.share("429", t0, t1) + t.share("503", t0, t1)
+
+
+def figures_shape(t: Trace) -> Figures:
+    """Goodput against the allowed rate and the refused share, after the warm-up; for a
+    fixed window over whole windows (its allowed rate is per window, not per second)."""
+    first = t.scenario.upstream.phases[0]
+    t0, t1 = WARMUP_S, t.scenario.duration_s
+    if first.window_s > 0:
+        w = first.window_s
+        t0, t1 = math.ceil(t0 / w) * w, math.floor(t1 / w) * w
+    figures = {
+        "goodput/allowed": t.goodput(t0, t1) / first.rate_per_s,
+        "refused share": _refused(t, t0, t1),
+        "sent in pause": t.sends_during_retry_after(),
+    }
+    if first.quota_headers:
+        figures["refused after 1st window"] = _refused(t, first.window_s, t1)
+    return figures
+
+
+def figures_steps(t: Trace) -> Figures:
+    """Each step: seconds until goodput (over 2 s) is within 10 % of the new rate."""
+    down, up = _phase(t.scenario, 1), _phase(t.scenario, 2)
+    half = ALLOWED / 2
+
+    def near(rate: float) -> Callable[[float], bool]:
+        return lambda x: abs(t.goodput(x, x + 2) / rate - 1.0) <= 0.1
+
+    return {
+        "goodput/allowed": (t.goodput(WARMUP_S, down) + t.goodput(up + 10, t.scenario.duration_s))
+        / ALLOWED
+        / 2,
+        "down: goodput/allowed": t.goodput(down + 10, up) / half,
+        "refused share": _refused(t, WARMUP_S, t.scenario.duration_s),
+        "down: within 10 % s": _first(t, down, up, near(half)),
+        "up: within 10 % s": _first(t, up, t.scenario.duration_s, near(ALLOWED)),
+        "sent in pause": t.sends_during_retry_after(),
     }
 
 
@@ -703,6 +872,10 @@ SUITE: dict[str, tuple[Scenario, Callable[[Trace], Figures]]] = {
         replace(SLOW_BACKLOG.with_client(FIXED_4), duration_s=OLD_WAY_S),
         figures_baseline,
     ),
+    **{
+        f"shape {key}": (scenario, figures_steps if key == "steps" else figures_shape)
+        for key, scenario in SHAPES.items()
+    },
 }
 
 

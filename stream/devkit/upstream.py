@@ -6,7 +6,12 @@ unless the current behaviour says otherwise. A request meets the checks in this 
 
 1. black hole: it is accepted and never answered (the client's timeout ends it);
 2. bearer token, when one is set: 401 without it;
-3. token bucket (`rate` per second, `burst` deep): 429 with `Retry-After`;
+3. rate limit: a token bucket (`rate` per second, `burst` deep) or, with `window` > 0, a
+   fixed window of `rate * window` calls: 429 with `Retry-After` (to the window's end), or
+   with `refuse_503` a bare 503 (nginx `limit_req`); with `quota_headers` every answer
+   carries the window's quota (`x`: X-RateLimit-* with Reset in seconds, `x-unix`: Reset
+   as a Unix time, `ietf`: RateLimit-Limit/Remaining/Reset, `structured`: RateLimit and
+   RateLimit-Policy);
 4. concurrency cap: 503 at once when `max_concurrency` requests are already in progress;
 5. request body: 400 with a reason if it is not an SMS object;
 6. latency (fixed or lognormal), then a share `error_rate` of requests answers 500;
@@ -86,9 +91,19 @@ class UpstreamBehaviour:
     error_rate: float = 0.0
     black_hole: bool = False
     retry_after_date: bool = False
+    window: float = 0.0
+    refuse_503: bool = False
+    quota_headers: str = ""
 
     def __post_init__(self) -> None:
+        if self.quota_headers not in QUOTA_FORMATS:
+            raise _Invalid(
+                f"quota_headers: one of {', '.join(map(repr, QUOTA_FORMATS))}, "
+                f"got {self.quota_headers!r}"
+            )
         for name, kind in _FIELD_KINDS.items():
+            if kind is str:
+                continue
             value: float = getattr(self, name)
             if kind is float and _same_kind(value, int):
                 value = float(value)
@@ -121,6 +136,13 @@ class UpstreamBehaviour:
     def bucket_size(self) -> float:
         return self.burst if self.burst > 0 else max(1.0, self.rate / 10)
 
+    def window_quota(self) -> int:
+        return max(1, round(self.rate * self.window))
+
+
+QUOTA_FORMATS = ("", "x", "x-unix", "ietf", "structured")
+"""Values of `quota_headers`: none, or how the quota is told (see the module docstring)."""
+
 
 _FIELD_KINDS: dict[str, type] = {
     f.name: type(f.default) for f in dataclasses.fields(UpstreamBehaviour)
@@ -128,7 +150,11 @@ _FIELD_KINDS: dict[str, type] = {
 
 
 def _coerce(name: str, value: object, kind: type) -> object:
-    """A JSON value or a CLI/schedule string as `kind` (bool, int or float)."""
+    """A JSON value or a CLI/schedule string as `kind` (bool, int, float or str)."""
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise _Invalid(f"{name}: expected a string, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -239,6 +265,48 @@ class _TokenBucket:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / rate
+
+
+class _FixedWindow:
+    """Admission of `quota` calls per window of `window` seconds, windows aligned to the
+    start (or reset) of the upstream."""
+
+    def __init__(self, now: float) -> None:
+        self._start = now
+        self._used = 0
+
+    def take(self, quota: int, window: float, now: float) -> tuple[bool, float, int]:
+        """(accepted, seconds until the window ends, calls left in it after this one)."""
+        if now >= self._start + window:
+            self._start += math.floor((now - self._start) / window) * window
+            self._used = 0
+        accepted = self._used < quota
+        self._used += accepted
+        return accepted, self._start + window - now, quota - self._used
+
+
+def _quota_headers(
+    form: str, quota: int, window: float, left_s: float, remaining: int
+) -> dict[str, str]:
+    """The quota as `form` tells it; Reset rounded up to whole seconds, as APIs send it."""
+    reset = max(1, math.ceil(left_s))
+    if form == "structured":
+        return {
+            "ratelimit": f'"window";r={remaining};t={reset}',
+            "ratelimit-policy": f'"window";q={quota};w={math.ceil(window)}',
+        }
+    if form == "ietf":
+        return {
+            "ratelimit-limit": f"{quota}, {quota};w={math.ceil(window)}",
+            "ratelimit-remaining": str(remaining),
+            "ratelimit-reset": str(reset),
+        }
+    reset_value = math.ceil(time.time() + left_s) if form == "x-unix" else reset
+    return {
+        "x-ratelimit-limit": str(quota),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(reset_value),
+    }
 
 
 def _retry_after(wait_s: float, as_date: bool) -> str:
@@ -356,6 +424,7 @@ class ReferenceUpstream:
         self._started = now
         self._schedule_start = now
         self._bucket = _TokenBucket(now)
+        self._window = _FixedWindow(now)
         self._counts = dict.fromkeys(_OUTCOMES, 0)
         self._requests = 0
         self._concurrency_high_water = self._concurrency  # requests in progress stay counted
@@ -427,38 +496,53 @@ class ReferenceUpstream:
         ):
             self._count("401")
             return json_response({"error": "unauthorized"}, 401, {"www-authenticate": "Bearer"})
-        wait_s = self._bucket.take(behaviour.rate, behaviour.bucket_size(), self._clock())
+        headers: dict[str, str] = {}
+        if behaviour.window > 0 and behaviour.rate > 0:
+            quota = behaviour.window_quota()
+            accepted, left_s, remaining = self._window.take(quota, behaviour.window, self._clock())
+            wait_s = 0.0 if accepted else left_s
+            if behaviour.quota_headers:
+                headers = _quota_headers(
+                    behaviour.quota_headers, quota, behaviour.window, left_s, remaining
+                )
+        else:
+            wait_s = self._bucket.take(behaviour.rate, behaviour.bucket_size(), self._clock())
         if wait_s > 0:
+            if behaviour.refuse_503:
+                self._count("503")
+                return json_response({"error": "rate limited"}, 503, headers)
             self._count("429")
-            retry_after = _retry_after(wait_s, behaviour.retry_after_date)
-            return json_response({"error": "rate limited"}, 429, {"retry-after": retry_after})
+            headers["retry-after"] = _retry_after(wait_s, behaviour.retry_after_date)
+            return json_response({"error": "rate limited"}, 429, headers)
         if behaviour.max_concurrency and self._concurrency >= behaviour.max_concurrency:
             self._count("503")
             return json_response({"error": "over capacity"}, 503)
         self._concurrency += 1
         self._concurrency_high_water = max(self._concurrency_high_water, self._concurrency)
         try:
-            return await self._answer(request, behaviour)
+            return await self._answer(request, behaviour, headers)
         except asyncio.CancelledError:
             self._count("cancelled")
             raise
         finally:
             self._concurrency -= 1
 
-    async def _answer(self, request: Request, behaviour: UpstreamBehaviour) -> Response:
+    async def _answer(
+        self, request: Request, behaviour: UpstreamBehaviour, headers: dict[str, str]
+    ) -> Response:
         try:
             body, sender = _sms_fields(request)
         except ValueError as exc:
             self._count("400")
-            return json_response({"error": "invalid_request", "reason": str(exc)}, 400)
+            return json_response({"error": "invalid_request", "reason": str(exc)}, 400, headers)
         delay = behaviour.latency_s(self._rng)
         if delay > 0:
             await asyncio.sleep(delay)
         if behaviour.error_rate > 0 and self._rng.random() < behaviour.error_rate:
             self._count("500")
-            return json_response({"error": "injected failure"}, 500)
+            return json_response({"error": "injected failure"}, 500, headers)
         self._count("ok")
-        return json_response(parse_sms(body, sender))
+        return json_response(parse_sms(body, sender), 200, headers)
 
     async def _get_stats(self, _: Request) -> Response:
         return json_response(self.stats())
@@ -510,6 +594,9 @@ def _behaviour_from_args(args: argparse.Namespace) -> UpstreamBehaviour:
         error_rate=args.error_rate,
         black_hole=args.black_hole,
         retry_after_date=args.retry_after_date,
+        window=args.window,
+        refuse_503=args.refuse_503,
+        quota_headers=args.quota_headers,
     )
 
 
@@ -534,6 +621,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--error-rate", type=float, default=0.0, help="share of requests answered 500")
     add("--black-hole", action="store_true", help="accept requests and never answer")
     add("--retry-after-date", action="store_true", help="send Retry-After as an HTTP-date")
+    add("--window", type=float, default=0.0, help="fixed window of rate*window calls (> 0 on)")
+    add("--refuse-503", action="store_true", help="refuse over the rate with a bare 503")
+    add("--quota-headers", default="", choices=QUOTA_FORMATS, help="tell the window's quota")
     add("--schedule", default="", help='phases, e.g. "20s:rate=200,20s:rate=100,0s:rate=200"')
     add("--seed", type=int, default=None, help="seed for latency and error draws")
     add("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -26,10 +26,13 @@ __all__ = [
     "IN_FLIGHT",
     "LAST_COMMIT_TIME",
     "LIMITER_DROPS",
+    "LIMITER_ESTIMATED_RATE",
     "LIMITER_IN_FLIGHT",
     "LIMITER_LIMIT",
+    "LIMITER_PACED_RATE",
     "LIMITER_PAUSED",
     "LIMITER_RATE",
+    "LIMITER_RATE_SOURCE",
     "MONGO_WRITE",
     "PAUSED_PARTITIONS",
     "PROCESSING_DURATION",
@@ -136,6 +139,20 @@ HALTED = Gauge(
     ["reason"],
 )
 READY = Gauge("stream_ready", "1 while /readyz would answer 200, as of the last scrape")
+
+LIMITER_ESTIMATED_RATE = Gauge(
+    "stream_limiter_estimated_rate",
+    "Adaptive limiter: the upstream's allowed rate as estimated, calls/s (0 while unknown)",
+)
+LIMITER_PACED_RATE = Gauge(
+    "stream_limiter_paced_rate",
+    "Adaptive limiter: calls per second the pacer allows now (0 while unpaced)",
+)
+LIMITER_RATE_SOURCE = Gauge(
+    "stream_limiter_rate_source",
+    "Adaptive limiter: 1 for where the paced rate comes from (none, measured, headers, configured)",
+    ["source"],
+)
 
 
 def observe_many(histogram: Histogram, values: Iterable[float]) -> None:

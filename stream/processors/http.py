@@ -1,23 +1,32 @@
 """The HTTP processor: each SMS POSTed to the parse API under the adaptive limiter.
 
 `process_many` returns one outcome per SMS, in batch order: the result dict, or the
-`TransientError` / `PermanentError` that SMS met. Those are returned, never raised, so one
-bad SMS cannot fail its batch; anything raised is a bug and should crash the consumer.
+`TransientError` / `PermanentError` / `SystemicError` that SMS met. Those are returned,
+never raised, so one bad SMS cannot fail its batch; anything raised is a bug and should
+crash the consumer.
 
 How the HTTP processor classifies an API call (and what it tells the limiter):
 
-    2xx, valid result         -> result                          success(latency)
-    2xx, not JSON / invalid   -> PermanentError invalid_result    success(latency)
-    429                       -> TransientError http_429         dropped(Retry-After)
-    408, 502, 503, 504        -> TransientError http_<status>    dropped(Retry-After)
+    2xx, valid result         -> result                          success(latency, quota)
+    2xx, not JSON / invalid   -> PermanentError invalid_result    success(latency, quota)
+    2xx, body not decodable   -> TransientError bad_encoding     ignore()
+    429, 503                  -> TransientError http_<status>    dropped(Retry-After, status)
+    408, 502, 504             -> TransientError http_<status>    dropped(Retry-After)
     500, 501, other 5xx       -> TransientError http_<status>    ignore()
     timeout                   -> TransientError timeout          dropped()
     connection / transport    -> TransientError connect|transport dropped()
+    401, 403                  -> SystemicError http_<status>     ignore()   (STREAM_API_TOKEN)
+    404, 405                  -> SystemicError http_<status>     ignore()   (STREAM_API_URL)
+    TLS failure, DNS failure  -> SystemicError tls|dns           ignore()   (STREAM_API_URL)
     other 4xx (and 1xx/3xx)   -> PermanentError http_<status>    ignore()
 
-Transient outcomes are retried in-process, through the limiter (which holds back calls
-while a Retry-After pause lasts), up to MAX_ATTEMPTS within RETRY_BUDGET_S; after that the
-TransientError goes back to the caller, which routes the SMS to a retry topic.
+A 429 and a 503 go to the limiter with their status (a rate refusal or a capacity drop, it
+decides) and, like every answer, with the quota the rate-limit headers announce
+(`parse_quota`). Transient outcomes are retried in-process, through the limiter (which
+holds back calls while a Retry-After pause lasts), up to MAX_ATTEMPTS within
+RETRY_BUDGET_S; after that the TransientError goes back to the caller, which routes the SMS
+to a retry topic. A SystemicError is never retried here: every SMS would meet it, so the
+engine halts and calls `probe` now and then until it clears.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -34,10 +45,10 @@ import httpx
 import orjson
 
 from stream.config import Settings
-from stream.errors import PermanentError, TransientError
+from stream.errors import PermanentError, SystemicError, TransientError
 from stream.observability.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
 from stream.processors.lifecycle import Lifecycle
-from stream.processors.limiter import AdaptiveLimiter, Permit
+from stream.processors.limiter import AdaptiveLimiter, Permit, Quota
 from stream.sms.models import Outcome, Sms
 from stream.sms.parser import validate_result
 
@@ -46,6 +57,7 @@ __all__ = [
     "MAX_RETRY_AFTER_S",
     "RETRY_BUDGET_S",
     "HttpProcessor",
+    "parse_quota",
     "parse_retry_after",
 ]
 
@@ -62,6 +74,25 @@ hours (the retry topics' delays take over)."""
 CAPACITY_STATUSES = frozenset({408, 429, 502, 503, 504})
 """Statuses that say "too much load": the limiter backs off. A 500 or 501 is about the one
 request; a trickle of them must not drag a loss-driven limit down (still retried, though)."""
+REFUSAL_STATUSES = frozenset({429, 503})
+"""Statuses a rate limiter answers with (nginx limit_req: 503): passed to the limiter."""
+SYSTEMIC_STATUSES = {
+    401: "STREAM_API_TOKEN",
+    403: "STREAM_API_TOKEN",
+    404: "STREAM_API_URL",
+    405: "STREAM_API_URL",
+}
+"""Answers that every SMS would get until an operator fixes the named setting."""
+UNIX_TIME_AFTER = 1_000_000_000.0
+"""A quota Reset this large is a Unix time (2001 on), not seconds from now: no window lasts
+31 years."""
+PROBE_SMS = {
+    "id": "stream-probe",
+    "sender": "stream",
+    "body": "probe",
+    "received_at": "2000-01-01T00:00:00+00:00",
+}
+"""The fixed SMS `probe` sends: cheap to parse, and recognisable in the upstream's logs."""
 SHARD_CONNECTIONS = 4
 """Connections per httpx client. httpcore's pool does work quadratic in its connections on
 every request: one client of 64 connections cost 9 ms of CPU per call here, clients of 4
@@ -94,6 +125,67 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
             when = when.replace(tzinfo=UTC)  # "-0000" means UTC without a named zone
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _number(text: str) -> float | None:
+    """The leading number of a header value ("100", "100, 100;w=60", " 5 "), else None."""
+    head = text.split(",", 1)[0].split(";", 1)[0].strip()
+    try:
+        value = float(head)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _params(item: str) -> dict[str, str]:
+    """The parameters of one structured-field item: '"default";q=100;w=60' -> {q, w}."""
+    pairs = (part.partition("=") for part in item.split(";")[1:])
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+def parse_quota(headers: httpx.Headers, now_unix: float | None = None) -> Quota | None:
+    """What the rate-limit headers of a response announce, if it has any.
+
+    Reads, first match wins: the structured `RateLimit: "p";r=..;t=..` with
+    `RateLimit-Policy: "p";q=..;w=..` (IETF draft 08+); `RateLimit-Remaining/Reset/Limit`
+    (earlier drafts: Reset in seconds, Limit may carry `;w=`); `X-RateLimit-Remaining/
+    Reset/Limit`, whose Reset is seconds from now or, when larger than UNIX_TIME_AFTER, a
+    Unix time (compared with `now_unix`, the wall clock by default). Unreadable -> None.
+    """
+    structured = headers.get("ratelimit")
+    if structured is not None:
+        params = _params(structured.split(",", 1)[0])
+        remaining, reset = _number(params.get("r", "")), _number(params.get("t", ""))
+        if remaining is not None and reset is not None:
+            policy = _params(headers.get("ratelimit-policy", "").split(",", 1)[0])
+            return Quota(
+                remaining, reset, _number(policy.get("q", "")), _number(policy.get("w", ""))
+            )
+    for prefix in ("ratelimit-", "x-ratelimit-"):
+        remaining = _number(headers.get(prefix + "remaining", ""))
+        reset = _number(headers.get(prefix + "reset", ""))
+        if remaining is None or reset is None:
+            continue
+        if prefix == "x-ratelimit-" and reset > UNIX_TIME_AFTER:
+            reset = max(0.0, reset - (time.time() if now_unix is None else now_unix))
+        limit_text = headers.get(prefix + "limit", "")
+        window = _number(_params("x;" + limit_text.split(";", 1)[-1]).get("w", ""))
+        return Quota(remaining, reset, _number(limit_text), window if ";" in limit_text else None)
+    return None
+
+
+def _systemic_cause(exc: BaseException) -> str | None:
+    """ "tls" or "dns" when a connection failed for a reason every call would meet."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return "tls"
+        if isinstance(current, socket.gaierror):
+            return "dns"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class _ClientPool:
@@ -176,9 +268,15 @@ class HttpProcessor(Lifecycle):
     def limiter(self) -> AdaptiveLimiter:
         return self._limiter
 
-    async def probe(self) -> None:
-        """Systemic faults are not classified yet (see the operability issue)."""
-        return None
+    async def probe(self) -> SystemicError | None:
+        """One POST of a fixed probe SMS: the SystemicError if the fault persists, else None.
+
+        Called by the engine now and then while it is halted on a SystemicError; the call
+        goes through the limiter like any other (a Retry-After pause delays it).
+        """
+        self._check_open()
+        outcome = await self._call(orjson.dumps(PROBE_SMS))
+        return outcome if isinstance(outcome, SystemicError) else None
 
     async def aclose(self) -> None:
         """Close the connection pool; later calls to process_many raise RuntimeError."""
@@ -220,18 +318,35 @@ class HttpProcessor(Lifecycle):
                 return TransientError("parse API: timed out", reason="timeout")
             except httpx.TransportError as exc:
                 API_RESPONSES.labels("error").inc()
+                cause = _systemic_cause(exc)
+                if cause is not None:
+                    permit.ignore()
+                    what = "TLS handshake failed" if cause == "tls" else "host name not found"
+                    return SystemicError(
+                        f"parse API: {what} (check STREAM_API_URL)",
+                        reason=cause,
+                        setting="STREAM_API_URL",
+                    )
                 permit.dropped()
                 reason = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
                 return TransientError(f"parse API: {type(exc).__name__}", reason=reason)
+            except httpx.DecodingError:
+                API_RESPONSES.labels("error").inc()
+                permit.ignore()  # the upstream's bug, not its load
+                return TransientError(
+                    "parse API: response body could not be decoded (bad Content-Encoding)",
+                    reason="bad_encoding",
+                )
             latency = time.perf_counter() - started
             API_LATENCY.observe(latency)
             return self._classify(response, permit, latency)
 
     def _classify(self, response: httpx.Response, permit: Permit, latency: float) -> Outcome:
         status = response.status_code
+        quota = parse_quota(response.headers)
         if 200 <= status < 300:
             API_RESPONSES.labels("2xx").inc()
-            permit.success(latency)
+            permit.success(latency, quota)
             try:
                 return validate_result(orjson.loads(response.content))
             except orjson.JSONDecodeError:
@@ -243,7 +358,9 @@ class HttpProcessor(Lifecycle):
         if status == 408 or status == 429 or 500 <= status < 600:
             API_RESPONSES.labels("429" if status == 429 else f"{status // 100}xx").inc()
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if status in CAPACITY_STATUSES:
+            if status in REFUSAL_STATUSES:
+                permit.dropped(retry_after, status=status, quota=quota)
+            elif status in CAPACITY_STATUSES:
                 permit.dropped(retry_after)
             else:
                 permit.ignore()
@@ -252,6 +369,11 @@ class HttpProcessor(Lifecycle):
             )
         API_RESPONSES.labels("4xx" if 400 <= status < 500 else "error").inc()
         permit.ignore()
+        setting = SYSTEMIC_STATUSES.get(status)
+        if setting is not None:
+            return SystemicError(
+                f"parse API: HTTP {status} (check {setting})",
+                reason=f"http_{status}",
+                setting=setting,
+            )
         return PermanentError(f"parse API: HTTP {status}", reason=f"http_{status}")
-
-

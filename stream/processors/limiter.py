@@ -1,13 +1,15 @@
-"""Adaptive concurrency limiter for calls to the upstream parse API.
+"""Adaptive limiter for calls to the upstream parse API: a paced rate and a concurrency limit.
 
 Who calls it: the HTTP processor, once per API call::
 
     with await limiter.acquire() as permit:
         response = await client.post(...)
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code in (429, 503):
+            permit.dropped(retry_after_s, status=status, quota=quota)   # a refusal
+        elif response.status_code >= 500:
             permit.dropped(retry_after_s)       # also: timeout, connection error
         elif response.is_success:
-            permit.success(elapsed_s)
+            permit.success(elapsed_s, quota)
         else:
             permit.ignore()                     # a 4xx says nothing about capacity
 
@@ -15,34 +17,57 @@ Three outcomes, as in Netflix concurrency-limits: *success*, *dropped* (the upst
 capacity) and *ignore*. Exactly one report counts per permit; leaving the ``with`` block
 without one reports ``ignore()``, so an exception or a cancellation never leaks a slot.
 
-The algorithm is loss-driven AIMD. Only drops shrink the limit; latency never does, so an
-upstream that is merely slow keeps its full concurrency.
+Two controls, because upstreams limit two things. A rate limiter (token bucket, fixed
+window, strict spacing) counts requests per unit of time: what matters is the send rate and
+its spacing, so calls are *paced* at an estimated allowed rate. A capacity cap counts
+requests in progress: the concurrency limit (loss-driven AIMD) handles it, and timeouts.
 
-1. **Slow start.** Until the first drop, every success that arrives while the limit is in
-   use adds a slot: the limit doubles per round trip (4 -> 64 in four round trips).
-2. **Multiplicative decrease, once per round trip.** A drop of a call started after the last
-   decrease shrinks the limit to ``beta`` times the limit that call started under (not a
-   limit slow start has doubled since); drops of calls started *before* the last decrease
-   are counted but not acted on, so one burst of 429s is one signal.
-   ``beta`` depends on how long the limit had been calm: 0.95 after a long calm stretch (the
-   limit only just crossed a steady ceiling), down to 0.7 for a drop right after the
-   previous one (the capacity fell).
-3. **Growth only when in use, paced in time and in round trips** (after slow start). Below
-   the level of the last drop the limit closes a share of the gap per second (concave, as
-   TCP CUBIC); close to it, it creeps, since every probe beyond a rate limit costs a whole
-   Retry-After pause; once there, its growth rate doubles every few seconds (convex), so a
-   capacity that rose is found within about 20 s. One success never adds more than
-   ``1/limit``: at most one slot per round trip.
-4. **Outage.** Three drops in a row with no success between them set the limit to its floor
-   and, without a Retry-After, pause new calls for an exponential backoff (0.5 s doubling to
-   10 s, counted from the start of the failed probe), so an outage sees a probe now and
-   then instead of traffic. The first probe that succeeds restarts at half the last good
-   limit and slow-starts back to it.
+**The paced rate.** A refusal (429, or a 503 that concurrency does not explain: the call
+started with no more calls in flight than accepted calls had recently) marks a moment at
+which the upstream's bucket was empty. Between two such moments the calls it accepted,
+divided by the time between them, is its refill rate whatever the burst size, as long as
+the bucket did not overflow in between (TCP BBR's policer detection, ``lt_bw`` in Linux's
+``tcp_bbr.c``, measures the same way). A fixed window shows itself the same way: one
+refusal per window, each window's quota accepted between them.
+
+1. The first refusal sets the estimate to the calls accepted per second since the start.
+2. Calls are paced evenly at the estimate less CRUISE_MARGIN (no catch-up bursts: a strict
+   spacing limiter refuses a call that comes early).
+3. After a cruise of `probe wait` the pace probes upward, exponentially from +2 % up to
+   PROBE_MAX times the estimate; held there for PROBE_HOLD_S without a refusal, that rate
+   becomes the estimate. A refusal during a probe moves the estimate up to the geometric
+   mean of the estimate and the pace that was refused, and doubles the probe wait (up to
+   PROBE_WAIT_MAX_S, and at most PROBE_COST_RATIO times the pause the refusal cost: a
+   Retry-After makes every failed probe expensive, a bare 503 costs one call).
+4. A refusal while cruising means the estimate is too high: when enough calls were accepted
+   since the previous refusal, the measured rate replaces it if clearly lower (the allowed
+   rate fell; the probe wait restarts short), else it is trimmed by CRUISE_MARGIN; a
+   refusal soon after the previous one cuts it by QUICK_CUT.
+5. **Quota headers** (`Quota`: X-RateLimit-*, RateLimit-*, RateLimit/RateLimit-Policy) take
+   over while they last: the pace spends the remaining quota (less the calls in flight)
+   evenly until the window resets; an exhausted quota pauses new calls until the reset.
+
+**The concurrency limit** (loss-driven AIMD; latency never shrinks it, so an upstream that
+is merely slow keeps its full concurrency):
+
+1. **Slow start.** Until the first capacity drop, every success that arrives while the
+   limit is in use adds a slot: the limit doubles per round trip (4 -> 64 in four).
+2. **Multiplicative decrease, once per round trip.** A capacity drop of a call started
+   after the last decrease shrinks the limit to ``beta`` times the limit that call started
+   under; ``beta`` is 0.95 after a long calm stretch, down to 0.7 right after the previous
+   decrease (the capacity fell).
+3. **Growth only when in use, paced in time and in round trips**: concave below the level
+   of the last drop (as TCP CUBIC), a creep close to it, convex above it.
+4. **Outage.** Three drops (of any kind) in a row, each of a call started after the
+   previous one, with no success between them, set the limit to its floor and, without a
+   Retry-After, pause new calls for an exponential backoff (0.5 s doubling to 10 s); the
+   rate estimate is left alone. The first probe that succeeds restarts at half the last
+   good limit.
 5. **Pauses.** A Retry-After holds back *new* calls until it ends; calls in flight finish.
 6. **Fractional limit.** The limit is a real number: the slots below it are always open and
-   the last one for the fractional share of the time, so a limit of 5.6 really sends 5.6
-   calls' worth of load (at small limits one slot is 10-20 % of the rate).
-7. **Rate cap.** With ``rate_max > 0`` a token bucket also spaces calls to that rate.
+   the last one for the fractional share of the time.
+7. **Rate cap.** With ``rate_max > 0`` the pace never exceeds it (source "configured" until
+   the upstream says more).
 
 The decisions are synchronous and read the injected clock (`try_acquire`, `next_attempt_at`,
 the permit reports), so a simulator drives this very code in virtual time. `acquire` is a
@@ -61,8 +86,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 
-__all__ = ["AdaptiveLimiter", "LimiterState", "Permit"]
+__all__ = ["RATE_SOURCES", "AdaptiveLimiter", "LimiterState", "Permit", "Quota", "Source"]
 
 # Multiplicative decrease: ``beta`` goes from BETA_MIN for a drop right after the previous
 # decrease (or the end of the pause that followed it) to BETA_MAX after a long calm stretch,
@@ -103,13 +129,66 @@ BACKOFF_MAX_S = 10.0
 # After an outage, the first successful probe restarts at this share of the last good
 # limit (the upstream answers again but may still be fragile), then slow-starts back to it.
 RESTART_FRACTION = 0.5
-# The rate cap's bucket holds this many seconds of calls: strict enough that any second
-# stays within 5 % of the cap, loose enough that a high cap needs no timer per call.
-RATE_BURST_S = 0.05
+# The paced rate. Between probes the pace is the estimate less CRUISE_MARGIN: enough to
+# absorb a little timing jitter, little enough to keep >= 0.98 of the allowed rate.
+CRUISE_MARGIN = 0.015
+# A measurement between two refusals needs this many accepted calls: fewer says "still too
+# fast" (QUICK_CUT) rather than a rate.
+MIN_SAMPLE_CALLS = 10
+QUICK_CUT = 0.85
+# A measurement also needs this much sending time, and this many times the last pause: a
+# pause refills the bucket by up to its size, which only a long interval makes negligible.
+MIN_SAMPLE_S = 2.0
+MIN_SAMPLE_PAUSES = 5.0
+# A cruise measurement below this share of the estimate means the allowed rate fell.
+CHANGE_RATIO = 0.9
+# Probing: after the probe wait the pace rises by PROBE_GAIN * (2^(t / PROBE_RAMP_S) - 1),
+# so a rate that doubled is found within about 6 s of the probe starting, up to PROBE_MAX
+# times the estimate; held there PROBE_HOLD_S without a refusal, that is the new estimate.
+PROBE_GAIN = 0.02
+PROBE_RAMP_S = 1.0
+PROBE_MAX = 2.0
+PROBE_HOLD_S = 2.0
+# A refused probe moves the estimate this share of the way (in log) to the refused pace: a
+# bucket absorbs the start of a probe, so the refused pace overshoots the allowed rate.
+PROBE_STEP = 0.5
+# ...unless the probe had sent fewer than this many calls above the cruise when it was
+# refused: then the bucket is tiny and the refused pace is the allowed rate, give or take.
+TINY_PROBE_CALLS = 5.0
+# The wait before a probe: short after a change, doubling with each failed probe, up to the
+# maximum and to PROBE_COST_RATIO times the pause a failed probe cost (so failed probes
+# cost <= 1/PROBE_COST_RATIO of the time: a 1 s Retry-After allows one per 40 s).
+PROBE_WAIT_MIN_S = 2.0
+PROBE_WAIT_MAX_S = 60.0
+PROBE_COST_RATIO = 40.0
+# A 503 counts as a capacity signal when its call started with the limit in use and more
+# calls in flight than any accepted call within this window, or when nothing was accepted
+# for this long; otherwise it is a rate refusal.
+DEPTH_WINDOW_S = 5.0
+# With quota headers, a window without a fresh header is paced at the last limit per window
+# (never below this rate), so a reset does not release every waiting call at once.
+QUOTA_MIN_RATE = 1.0
 # Time constant of the smoothed success rate exported as a gauge.
 RATE_WINDOW_S = 5.0
 # Floating-point slack when comparing credit and tokens at the instant a timer computed.
 _EPS = 1e-9
+
+
+Source = Literal["none", "measured", "headers", "configured"]
+"""Where the paced rate comes from: nothing yet (unpaced), refusals measured, the upstream's
+quota headers, or the configured STREAM_RATE_MAX."""
+RATE_SOURCES: tuple[Source, ...] = ("none", "measured", "headers", "configured")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What a response's rate-limit headers said: `remaining` calls of `limit` until the
+    window resets in `reset_s` seconds (`window_s` long, when the headers name it)."""
+
+    remaining: float
+    reset_s: float
+    limit: float | None = None
+    window_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,10 +198,14 @@ class LimiterState:
     limit: float  # the concurrency limit (a real number, see "Fractional limit")
     in_flight: int  # permits not yet reported
     drops: int  # dropped() reports, all of them
-    decreases: int  # drops that shrank the limit (at most one per round trip)
-    pauses: int  # pauses begun: Retry-After or outage backoff
+    decreases: int  # drops that shrank the concurrency limit (at most one per round trip)
+    pauses: int  # pauses begun: Retry-After, outage backoff or an exhausted quota
     paused_until: float | None  # clock time the current pause ends; None when not paused
     rate: float  # successes per second, smoothed over RATE_WINDOW_S
+    estimated_rate: float | None = None  # the allowed rate as estimated; None: unknown
+    paced_rate: float | None = None  # calls per second the pacer allows now; None: unpaced
+    source: Source = "none"
+    refusals: int = 0  # rate refusals (429, or a 503 that concurrency does not explain)
 
 
 class Permit:
@@ -133,14 +216,33 @@ class Permit:
     exception or a cancellation), so the slot is always given back.
     """
 
-    __slots__ = ("_epoch", "_level", "_limiter", "_reported", "started_at")
+    __slots__ = (
+        "_depth",
+        "_epoch",
+        "_level",
+        "_limiter",
+        "_pace",
+        "_reported",
+        "_seq",
+        "started_at",
+    )
 
     def __init__(
-        self, limiter: AdaptiveLimiter, started_at: float, epoch: int, level: float
+        self,
+        limiter: AdaptiveLimiter,
+        started_at: float,
+        epoch: int,
+        level: float,
+        seq: int,
+        depth: int,
+        pace: float,
     ) -> None:
         self._limiter = limiter
-        self._epoch = epoch  # the limiter's decrease count when the call started
-        self._level = level  # the limit the call started under
+        self._epoch = epoch  # the limiter's drop epoch when the call started
+        self._level = level  # the concurrency limit the call started under
+        self._seq = seq  # the call's rank among all calls granted
+        self._depth = depth  # calls in flight when it started, itself included
+        self._pace = pace  # the pace it was granted under (inf: unpaced)
         self._reported = False
         self.started_at = started_at
 
@@ -149,30 +251,40 @@ class Permit:
         """True once an outcome was reported."""
         return self._reported
 
-    def success(self, latency_s: float) -> None:
+    def success(self, latency_s: float, quota: Quota | None = None) -> None:
         """The upstream answered with a success after `latency_s` seconds.
 
-        The latency belongs to the three-outcome contract; this loss-driven limit does not
-        act on it, because a merely slow upstream must keep its concurrency.
+        The latency belongs to the three-outcome contract; the loss-driven limit does not
+        act on it, because a merely slow upstream must keep its concurrency. `quota` is
+        what the response's rate-limit headers said, if it had any.
         """
         if not self._reported:
             self._reported = True
-            self._limiter._on_success(self._epoch)
+            self._limiter._on_success(self, latency_s, quota)
 
-    def dropped(self, retry_after_s: float | None = None) -> None:
+    def dropped(
+        self,
+        retry_after_s: float | None = None,
+        *,
+        status: int | None = None,
+        quota: Quota | None = None,
+    ) -> None:
         """No capacity upstream: 429, 503, timeout or connection error.
 
         `retry_after_s` is the upstream's Retry-After: no new call starts before it ends.
+        `status` is the HTTP status when there was one: 429 (and a 503 that concurrency does
+        not explain) is a rate refusal and feeds the rate estimate; anything else is a
+        capacity drop for the concurrency limit.
         """
         if not self._reported:
             self._reported = True
-            self._limiter._on_drop(self._epoch, self._level, self.started_at, retry_after_s)
+            self._limiter._on_drop(self, retry_after_s, status, quota)
 
     def ignore(self) -> None:
         """The outcome says nothing about capacity (e.g. a 400): just free the slot."""
         if not self._reported:
             self._reported = True
-            self._limiter._on_ignore()
+            self._limiter._on_ignore(self)
 
     def __enter__(self) -> Permit:
         return self
@@ -187,7 +299,7 @@ class Permit:
 
 
 class AdaptiveLimiter:
-    """Loss-driven AIMD concurrency limit with Retry-After pauses and an optional rate cap.
+    """A paced rate and a loss-driven AIMD concurrency limit, with Retry-After pauses.
 
     The algorithm is in the module docstring. Use one instance per upstream, from one event
     loop (or, in simulation, from one thread with a virtual `clock`); it is not thread-safe.
@@ -218,29 +330,55 @@ class AdaptiveLimiter:
         self._in_flight = 0
         # AIMD state.
         self._ssthresh = self._max  # slow start while the limit is below it
-        self._epoch = 0  # bumped by every decrease; a permit remembers the epoch it began in
+        self._epoch = 0  # bumped by every drop that is news; a permit remembers its epoch
         self._w_max = 0.0  # the level at which the last acted-on drop happened
         self._near_since: float | None = None  # since when the limit is near or above _w_max
         self._calm_since = now  # the last decrease, or the end of the pause after it
-        self._streak = 0  # acted-on drops since a call of the current epoch succeeded
-        self._last_good = float(initial_limit)  # the level before the current streak began
+        self._streak = 0  # news drops since a call of the current epoch succeeded
+        self._last_good = float(initial_limit)  # the limit at the last success before an outage
         self._outage = False
         self._last_success_at = now
         self._paused_until = -math.inf
         # The fractional slot's credit in slot-seconds (<= 0), integrated up to _credit_at.
         self._credit = 0.0
         self._credit_at = now
-        # The optional rate cap's token bucket.
+        # The pacer: no call before _next_send; calls granted so far.
         self._rate_max = rate_max
-        self._bucket_size = max(1.0, rate_max * RATE_BURST_S)
-        self._tokens = self._bucket_size
-        self._tokens_at = now
+        self._next_send = -math.inf
+        self._granted = 0
+        # The rate estimate and the probe cycle.
+        self._estimate: float | None = None
+        self._estimate_pending = False  # refused before a rate could be measured
+        self._anchor_at = now  # the refusal the next measurement starts from (or the start)
+        self._anchor_seq = 0  # permits are numbered from 1
+        self._refused_since_anchor = 0
+        self._paused_total = 0.0  # seconds of pauses so far, to take out of measurements
+        self._last_pause = 0.0  # the length of the last pause begun
+        self._anchor_paused = 0.0  # _paused_total at the anchor
+        self._cruise_since = now
+        self._probe_wait = PROBE_WAIT_MIN_S
+        self._held: float | None = None  # an estimate whose cruise held until a probe
+        self._refused_cruise: float | None = None  # the lowest cruise pace refused lately
+        self._pace_bound_at = -math.inf  # the last time the pacer held back a call
+        # Most calls in flight under which a call was accepted, lately; before any answer,
+        # the initial limit (a burst of that size refused is a rate limiter's doing).
+        self._depth_ok = initial_limit
+        self._in_flight_seqs: dict[int, None] = {}  # in start order: the oldest first
+        self._depth_ok_at = now
+        # Quota headers: the pace they set, until when, and the last limit per window.
+        self._quota_pace = 0.0
+        self._quota_until = -math.inf
+        self._quota_end = -math.inf  # the tightest estimate of the current window's end
+        self._quota_remaining = math.inf
+        self._quota_window_rate = 0.0
+        self._quota_window = 0.0  # seconds: named by the headers, or the longest reset seen
         # Smoothed success rate: an exponentially decayed count of successes.
         self._rate_count = 0.0
         self._rate_at = now
         self._drops = 0
         self._decreases = 0
         self._pauses = 0
+        self._refusals = 0
         # asyncio: parked waiters (FIFO), how many were woken but have not yet run, and the
         # single timer for wake-ups that only time can bring.
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -253,6 +391,7 @@ class AdaptiveLimiter:
     def state(self) -> LimiterState:
         """A snapshot for metrics and tests."""
         now = self._clock()
+        pace = self._pace(now)
         return LimiterState(
             limit=self._limit,
             in_flight=self._in_flight,
@@ -263,6 +402,10 @@ class AdaptiveLimiter:
             rate=self._rate_count
             * math.exp(-(now - self._rate_at) / RATE_WINDOW_S)
             / RATE_WINDOW_S,
+            estimated_rate=self._estimate,
+            paced_rate=pace if math.isfinite(pace) else None,
+            source=self._source(now),
+            refusals=self._refusals,
         )
 
     # ------------------------------------------------------------------ synchronous core
@@ -275,13 +418,17 @@ class AdaptiveLimiter:
         self._integrate(now)
         if not self._slot_open():
             return None
-        if self._rate_max > 0:
-            self._refill(now)
-            if self._tokens < 1.0 - _EPS:
-                return None
-            self._tokens -= 1.0
+        pace = self._pace(now)
+        if now < self._next_send - _EPS:
+            self._pace_bound_at = now
+            return None
+        if math.isfinite(pace):
+            # No catch-up: a late call does not entitle the next one to come early.
+            self._next_send = max(self._next_send, now) + 1.0 / pace
         self._in_flight += 1
-        return Permit(self, now, self._epoch, self._limit)
+        self._granted += 1
+        self._in_flight_seqs[self._granted] = None
+        return Permit(self, now, self._epoch, self._limit, self._granted, self._in_flight, pace)
 
     def next_attempt_at(self) -> float | None:
         """The earliest clock time at which `try_acquire` may succeed if no report arrives.
@@ -289,7 +436,7 @@ class AdaptiveLimiter:
         None: only a report (a call finishing) can open a slot. A time <= now: try now.
         """
         now = self._clock()
-        at = max(now, self._paused_until)
+        at = max(now, self._paused_until, self._next_send)
         self._integrate(now)
         base = math.floor(self._limit)
         if self._in_flight >= base:
@@ -297,10 +444,6 @@ class AdaptiveLimiter:
             if self._in_flight > base or frac <= 0:
                 return None
             at = max(at, now - self._credit / frac)
-        if self._rate_max > 0:
-            self._refill(now)
-            if self._tokens < 1.0:
-                at = max(at, now + (1.0 - self._tokens) / self._rate_max)
         return at
 
     # ------------------------------------------------------------------ asyncio wrapper
@@ -383,77 +526,131 @@ class AdaptiveLimiter:
         slots = math.floor(self._limit) - self._in_flight
         if slots <= 0:
             slots = 1 if self._slot_open() else 0
-        if self._rate_max > 0:
-            self._refill(now)
-            slots = min(slots, int(self._tokens + _EPS))
+        if math.isfinite(self._pace(now)) and slots > 0:
+            if now < self._next_send - _EPS:
+                self._pace_bound_at = now  # callers wait for the pacer
+                return 0
+            return 1
         return slots
 
     # ------------------------------------------------------------------ reports
 
-    def _on_success(self, epoch: int) -> None:
+    def _on_success(self, permit: Permit, latency_s: float, quota: Quota | None) -> None:
         now = self._clock()
         self._integrate(now)
         in_use = self._in_flight >= IN_USE_RATIO * self._limit
-        self._in_flight -= 1
+        self._release(permit)
         decay = math.exp(-(now - self._rate_at) / RATE_WINDOW_S)
         self._rate_count = self._rate_count * decay + 1.0
         self._rate_at = now
         since_last = max(0.0, now - self._last_success_at)
         self._last_success_at = now
-        if epoch == self._epoch:  # a call that met the current conditions succeeded
-            self._streak = 0
-            if self._outage:
-                self._outage = False
-                self._w_max = self._ssthresh = self._last_good
-                self._set_limit(max(self._limit, self._last_good * RESTART_FRACTION))
+        if permit._depth >= self._depth_ok or now - self._depth_ok_at > DEPTH_WINDOW_S:
+            self._depth_ok, self._depth_ok_at = permit._depth, now
+        calm = self._streak == 0  # no drop since the previous success
+        self._streak = 0  # the upstream accepts calls: whatever failed, it is not an outage
+        if self._outage and permit._epoch == self._epoch:  # a call of the current conditions
+            self._outage = False
+            # Measure the rate afresh, and cruise before probing again.
+            self._restart_cruise(now, self._granted, now, self._paused_total)
+            self._w_max = self._ssthresh = self._last_good
+            self._set_limit(max(self._limit, self._last_good * RESTART_FRACTION))
+        elif calm and not self._outage:
+            self._last_good = self._limit  # the limit under which calls still succeed
+        if quota is not None:
+            self._on_quota(now, quota)
+        if self._estimate_pending and self._estimate is None and latency_s > 0:
+            # Refused before a rate could be measured: start from what the concurrency
+            # sends (the limit per round trip), the measurements take it from there.
+            self._estimate = self._limit / latency_s
+            self._estimate_pending = False
         if in_use:
             self._grow(now, since_last)
         self._wake()
 
     def _on_drop(
-        self, epoch: int, level: float, started_at: float, retry_after_s: float | None
+        self,
+        permit: Permit,
+        retry_after_s: float | None,
+        status: int | None,
+        quota: Quota | None,
     ) -> None:
         now = self._clock()
         self._integrate(now)
-        self._in_flight -= 1
+        self._release(permit)
         self._drops += 1
         calm = max(0.0, now - self._calm_since)  # before this drop's own pause extends it
+        paused = self._paused_total  # before this drop's own pause adds to it
         if retry_after_s is not None and retry_after_s > 0:
             self._pause(now + retry_after_s)
-        if epoch == self._epoch:  # news: the limit has not reacted to this round trip yet
+        if quota is not None:
+            self._on_quota(now, quota)
+        refusal = status == 429 or (
+            status == 503 and not self._explained_by_concurrency(permit, now)
+        )
+        if refusal:
+            self._refusals += 1
+        if permit._epoch == self._epoch:  # news: no drop has reacted to this round trip yet
             self._epoch += 1
-            self._decreases += 1
             self._streak += 1
-            if self._streak < OUTAGE_STREAK:
-                # The level that failed is the limit the call started under, not one
-                # that slow start may have doubled since.
-                level = min(self._limit, level)
-                if self._streak == 1:
-                    self._last_good = level
-                beta = BETA_MAX - (BETA_MAX - BETA_MIN) * math.exp(-calm / CALM_TAU_S)
-                self._w_max = level
-                self._near_since = None
-                self._set_limit(level * beta)
-                self._ssthresh = self._limit
+            # A call started earlier and still in flight may yet succeed: not an outage yet.
+            older_alive = bool(self._in_flight_seqs) and next(iter(self._in_flight_seqs)) < (
+                permit._seq
+            )
+            if self._streak >= OUTAGE_STREAK and not older_alive:
+                self._enter_outage(permit.started_at, retry_after_s)
+            elif refusal:
+                if not self._outage:
+                    self._on_refusal(now, permit, paused)
             else:
-                self._outage = True
-                self._set_limit(self._min)
-                self._ssthresh = self._min
-                if retry_after_s is None:
-                    # Space the *starts* of probes: one that took a whole client timeout
-                    # to fail has waited already.
-                    exponent = min(30, self._streak - OUTAGE_STREAK)
-                    backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0**exponent)
-                    self._pause(started_at + backoff)
+                self._decrease(permit._level, calm)
             self._calm_since = max(now, self._paused_until)
+        elif refusal and not self._outage:
+            self._refused_since_anchor += 1
         self._wake()
 
-    def _on_ignore(self) -> None:
+    def _on_ignore(self, permit: Permit) -> None:
         self._integrate(self._clock())
-        self._in_flight -= 1
+        self._release(permit)
         self._wake()
 
-    # ------------------------------------------------------------------ helpers
+    def _release(self, permit: Permit) -> None:
+        self._in_flight -= 1
+        del self._in_flight_seqs[permit._seq]
+
+    # ------------------------------------------------------------------ the concurrency limit
+
+    def _explained_by_concurrency(self, permit: Permit, now: float) -> bool:
+        """A 503 is about capacity if its call started deeper than accepted calls lately,
+        with the limit in use, or when no call was accepted for a while (an outage)."""
+        if now - self._last_success_at > DEPTH_WINDOW_S:
+            return True
+        return permit._depth > self._depth_ok and permit._depth >= IN_USE_RATIO * permit._level
+
+    def _decrease(self, level: float, calm: float) -> None:
+        """A capacity drop that is news: shrink the limit the call started under."""
+        self._decreases += 1
+        # The level that failed is the limit the call started under, not one that slow
+        # start may have doubled since.
+        level = min(self._limit, level)
+        beta = BETA_MAX - (BETA_MAX - BETA_MIN) * math.exp(-calm / CALM_TAU_S)
+        self._w_max = level
+        self._near_since = None
+        self._set_limit(level * beta)
+        self._ssthresh = self._limit
+
+    def _enter_outage(self, started_at: float, retry_after_s: float | None) -> None:
+        if not self._outage:
+            self._decreases += 1
+        self._outage = True
+        self._set_limit(self._min)
+        self._ssthresh = self._min
+        if retry_after_s is None:
+            # Space the *starts* of probes: one that took a whole client timeout to fail
+            # has waited already.
+            exponent = min(30, self._streak - OUTAGE_STREAK)
+            backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0**exponent)
+            self._pause(started_at + backoff)
 
     def _grow(self, now: float, dt: float) -> None:
         """A success arrived while the limit was in use, `dt` after the previous success."""
@@ -472,11 +669,160 @@ class AdaptiveLimiter:
         rate = max(creep, APPROACH_PER_S * gap)
         self._set_limit(self._limit + min(1.0 / self._limit, rate * self._limit * dt))
 
+    # ------------------------------------------------------------------ the paced rate
+
+    def _on_refusal(self, now: float, permit: Permit, paused: float) -> None:
+        """A rate refusal that is news: the upstream's bucket (or window) was empty.
+
+        `paused` is the pause time so far before this refusal's own Retry-After: paused
+        time is taken out of the measurement (a small bucket overflows while we wait).
+        """
+        seq, at = permit._seq, permit.started_at
+        if seq <= self._anchor_seq:  # sent before the refusal we measure from: stale
+            return
+        accepted = seq - self._anchor_seq - 1 - self._refused_since_anchor
+        if accepted < 1:  # nothing accepted in between: an outage beginning, or too fast
+            self._refused_since_anchor += 1
+            if self._paused_until <= now:  # no Retry-After: hold back as an outage would
+                self._pause(permit.started_at + BACKOFF_BASE_S)
+            return
+        elapsed = at - self._anchor_at - (paused - self._anchor_paused)
+        estimate = self._estimate
+        if estimate is None:
+            # The first refusal: the bucket was full at the start, so this is high. Too
+            # few calls for a rate (a burst refused): the next success sets one instead.
+            if accepted >= MIN_SAMPLE_CALLS:
+                self._estimate = accepted / max(elapsed, now - self._anchor_at)
+            else:
+                self._estimate_pending = True
+            self._restart_cruise(now, seq, at, paused)
+            return
+        pause = paused - self._anchor_paused
+        long_enough = elapsed >= MIN_SAMPLE_PAUSES * self._last_pause
+        # Half the pause counted as sending time: a bucket that overflowed while we waited
+        # makes the count low, one that did not makes it high (by up to the pause's refill).
+        sample = (
+            accepted / (elapsed + pause / 2)
+            if accepted >= MIN_SAMPLE_CALLS and long_enough
+            else None
+        )
+        cruise = estimate * (1.0 - CRUISE_MARGIN)
+        if permit._pace > cruise * (1.0 + 1e-6):  # refused during a probe
+            into = permit.started_at - self._cruise_since - self._probe_wait
+            gain = PROBE_GAIN * (
+                PROBE_RAMP_S / math.log(2) * (2.0 ** (into / PROBE_RAMP_S) - 1) - into
+            )
+            if cruise * gain < TINY_PROBE_CALLS:  # calls sent above the cruise so far
+                step = permit._pace / (1.0 + CRUISE_MARGIN)
+            else:
+                step = estimate * (permit._pace / estimate) ** PROBE_STEP
+            if self._refused_cruise is not None:  # stay below a cruise that was refused
+                step = min(step, math.sqrt(estimate * self._refused_cruise))
+            raised = max(estimate, step, sample or 0.0)
+            self._held = estimate  # its cruise held through the probe wait
+            if raised >= estimate * (1.0 + 3 * CRUISE_MARGIN):
+                self._probe_wait = PROBE_WAIT_MIN_S
+            else:
+                cost = max(PROBE_WAIT_MIN_S, PROBE_COST_RATIO * (self._paused_total - paused))
+                self._probe_wait = min(PROBE_WAIT_MAX_S, cost, 2.0 * self._probe_wait)
+            self._estimate = raised
+        else:
+            self._on_cruise_refusal(estimate, cruise, accepted, elapsed, sample)
+        self._restart_cruise(now, seq, at, paused)
+
+    def _on_cruise_refusal(
+        self, estimate: float, cruise: float, accepted: int, elapsed: float, sample: float | None
+    ) -> None:
+        """Refused while cruising: the estimate is too high (or the rate fell, or jitter)."""
+        self._refused_cruise = min(cruise, self._refused_cruise or math.inf)
+        held, self._held = self._held, None
+        if held is not None and held < estimate and sample is None:
+            # A probe raised it too far: halfway back to the estimate whose cruise held.
+            self._estimate = math.sqrt(held * estimate)
+        elif accepted < MIN_SAMPLE_CALLS or elapsed < MIN_SAMPLE_S:
+            self._estimate = estimate * QUICK_CUT  # refused again soon: still too fast
+        elif sample is None:
+            self._estimate = estimate * (1.0 - 2 * CRUISE_MARGIN)  # too short to measure
+        elif sample < CHANGE_RATIO * estimate:  # the allowed rate fell
+            self._estimate = sample
+            self._probe_wait = PROBE_WAIT_MIN_S
+        else:  # a little too high, or timing jitter
+            self._estimate = estimate * (1.0 - CRUISE_MARGIN)
+
+    def _restart_cruise(self, now: float, seq: int, at: float, paused: float) -> None:
+        """Measure from this refusal on; cruise from the end of its pause."""
+        self._anchor_seq, self._anchor_at, self._refused_since_anchor = seq, at, 0
+        # The pause from the refusal's send to now is not in `paused`: count it as paused.
+        self._anchor_paused = paused - (now - at)
+        self._cruise_since = max(now, self._paused_until)
+
+    def _on_quota(self, now: float, quota: Quota) -> None:
+        """Pace to spend what the upstream says is left evenly until its window resets."""
+        end = now + max(0.0, quota.reset_s)
+        # Answers overtake each other by up to the calls in flight; more than that, or the
+        # old window's end passing, is a new window.
+        if now >= self._quota_end or quota.remaining > self._quota_remaining + self._in_flight + 1:
+            self._quota_end = end
+            self._quota_remaining = quota.remaining
+        else:
+            self._quota_end = min(self._quota_end, end)  # resets round up: keep the tightest
+            self._quota_remaining = min(self._quota_remaining, quota.remaining)
+        left = self._quota_end - now
+        # The window's length: named by the headers, or the longest reset seen.
+        self._quota_window = quota.window_s or max(self._quota_window, quota.reset_s, 1.0)
+        if quota.limit is not None and quota.limit > 0:
+            self._quota_window_rate = quota.limit / self._quota_window
+        spendable = self._quota_remaining - self._in_flight
+        self._quota_until = self._quota_end
+        if spendable < 1 or left <= 0:
+            self._quota_pace = self._quota_window_rate or QUOTA_MIN_RATE
+            if self._quota_remaining < 1:
+                self._pause(self._quota_end)
+        else:
+            self._quota_pace = spendable / left
+
+    def _pace(self, now: float) -> float:
+        """Calls per second the pacer allows at `now` (inf: unpaced)."""
+        cap = self._rate_max if self._rate_max > 0 else math.inf
+        if now < self._quota_until:
+            return min(cap, self._quota_pace)
+        if self._quota_window_rate > 0:
+            return min(cap, self._quota_window_rate)
+        estimate = self._estimate
+        if estimate is None:
+            return cap
+        pace = estimate * (1.0 - CRUISE_MARGIN)
+        probing = now - self._cruise_since - self._probe_wait
+        if probing > 0:
+            ramp = 1.0 + PROBE_GAIN * (2.0 ** min(30.0, probing / PROBE_RAMP_S) - 1.0)
+            if ramp >= PROBE_MAX:
+                reached = PROBE_RAMP_S * math.log2(1.0 + (PROBE_MAX - 1.0) / PROBE_GAIN)
+                if probing - reached >= PROBE_HOLD_S and now - self._pace_bound_at < 1.0:
+                    # Held twice the estimate without a refusal, and in use: that is the rate.
+                    self._estimate = estimate * PROBE_MAX
+                    self._held, self._refused_cruise = estimate, None
+                    self._cruise_since = now
+                    self._probe_wait = PROBE_WAIT_MIN_S
+                ramp = PROBE_MAX
+            pace *= ramp
+        return min(cap, pace)
+
+    def _source(self, now: float) -> Source:
+        if now < self._quota_until or self._quota_window_rate > 0:
+            return "headers"
+        if self._estimate is not None:
+            return "measured"
+        return "configured" if self._rate_max > 0 else "none"
+
+    # ------------------------------------------------------------------ helpers
+
     def _pause(self, until: float) -> None:
         now = self._clock()
         if until > max(now, self._paused_until):
             if self._paused_until <= now:
                 self._pauses += 1
+            self._paused_total += until - max(now, self._paused_until)
+            self._last_pause = until - max(now, self._paused_until)
             self._paused_until = until
             self._calm_since = max(self._calm_since, until)
 
@@ -503,9 +849,3 @@ class AdaptiveLimiter:
         used = min(1, max(0, self._in_flight - base))
         self._credit = min(0.0, self._credit + (self._limit - base - used) * dt)
         self._credit_at = now
-
-    def _refill(self, now: float) -> None:
-        dt = now - self._tokens_at
-        if dt > 0:
-            self._tokens = min(self._bucket_size, self._tokens + dt * self._rate_max)
-            self._tokens_at = now
