@@ -26,6 +26,10 @@ DEFAULT_PARTITIONS = 6
 MAX_REPLICATION = 3
 """Retry and DLQ topics hold records we promised not to lose: replicate like the cluster can."""
 
+FULL_REPLICATION_MIN_ISR = "2"
+"""With 3 replicas, an acks=all write waits for 2: one broker may die without losing an
+acknowledged record or stopping writes."""
+
 _TOPIC_ALREADY_EXISTS = 36
 
 
@@ -70,6 +74,8 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
 async def ensure_topics(settings: Settings) -> int:
     """Create the main (if missing), retry and DLQ topics; return the main topic's partitions.
 
+    Replicated on up to three brokers, with `min.insync.replicas=2` when on three.
+
     Retry and DLQ topics get as many partitions as the main topic, so every replica of the
     group has retry work to do when the main topic is spread over all of them.
     """
@@ -79,13 +85,16 @@ async def ensure_topics(settings: Settings) -> int:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
         replication = min(MAX_REPLICATION, brokers)
+        configs = ({"min.insync.replicas": FULL_REPLICATION_MIN_ISR}
+                   if replication == MAX_REPLICATION else {})
         if settings.topic in existing:
             (described,) = await admin.describe_topics([settings.topic])
             partitions = len(described["partitions"])
         else:
             partitions = DEFAULT_PARTITIONS
         wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
-        missing = [NewTopic(t, partitions, replication) for t in wanted if t not in existing]
+        missing = [NewTopic(t, partitions, replication, topic_configs=configs)
+                   for t in wanted if t not in existing]
         if missing:
             response = await admin.create_topics(missing)
             for topic, code, *rest in response.topic_errors:
