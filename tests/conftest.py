@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stream.devkit.stack import (
+    MONGO_ENV,
     MongoServer,
     StackEndpoints,
     default_cache_dir,
@@ -32,12 +33,20 @@ from stream.devkit.stack import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Fixtures that need a running server; a test using any of them is marked `stack`.
 _STACK_FIXTURES = frozenset({"stack", "dedicated_mongo"})
+# Brokers of the `cluster` fixture: the smallest KRaft quorum that survives losing one.
+CLUSTER_BROKERS = 3
 # A new topic's leaders are elected in milliseconds on one node; this bounds a sick broker.
 TOPIC_READY_S = 30.0
 
 UniqueName = Callable[..., str]
 NewTopicFactory = Callable[..., Awaitable[str]]
 MongoDoc = dict[str, Any]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: starts a 3-broker Kafka cluster of its own (three JVMs, ~30 s)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,6 +67,32 @@ async def stack(stack_dir: Path) -> AsyncIterator[StackEndpoints]:
     yield endpoints
     if endpoints.started:
         await asyncio.to_thread(down, stack_dir)
+
+
+class Cluster:
+    """A 3-broker Kafka stack of a test module's own (brokers may be killed), with the
+    session's Mongo server: `dir` is its stack dir, `endpoints` what it answers at."""
+
+    def __init__(self, stack_dir: Path, mongo_url: str) -> None:
+        self.dir = stack_dir
+        self.env = {MONGO_ENV: mongo_url}
+
+    async def up(self) -> StackEndpoints:
+        """Start the cluster, or restart the brokers killed since (on their ports)."""
+        self.endpoints = await ensure_up(self.dir, brokers=CLUSTER_BROKERS, env=self.env)
+        return self.endpoints
+
+
+@pytest.fixture(scope="module")
+async def cluster(stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory,
+                  ) -> AsyncIterator[Cluster]:
+    """Three JVMs on a small machine: one cluster per module, stopped after it."""
+    cluster = Cluster(tmp_path_factory.mktemp("cluster") / "stack", stack.mongo_url)
+    try:
+        await cluster.up()
+        yield cluster
+    finally:
+        await asyncio.to_thread(down, cluster.dir)
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ time `stream run` took to exit.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +26,7 @@ from pipeline_support import (
     sms_value,
 )
 
-from stream.devkit.stack import MONGO_ENV, StackEndpoints, down, ensure_up
+from stream.devkit.stack import MONGO_ENV, StackEndpoints, down, ensure_up, kill
 from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
 
 pytestmark = pytest.mark.stack
@@ -51,11 +49,8 @@ class DedicatedKafka:
         self.bootstrap = endpoints.kafka_bootstrap
 
     async def kill(self) -> None:
-        """SIGKILL, then wait until the process is gone (a zombie holds no port)."""
-        pid = json.loads((self.home / "state.json").read_text())["kafka"]["proc"]["pid"]
-        os.kill(pid, signal.SIGKILL)
-        await eventually(lambda: asyncio.to_thread(_gone, pid), within=10,
-                         what=f"broker pid {pid} gone")
+        """SIGKILL, returning once the process has let go of its ports."""
+        await asyncio.to_thread(kill, self.home, "kafka")
 
 
 @pytest.fixture
@@ -205,14 +200,6 @@ async def test_second_member_during_slow_api_calls_makes_no_rebalance_storm(
 def _endpoints(kafka: DedicatedKafka, stack: StackEndpoints) -> StackEndpoints:
     """The dedicated broker with the shared stack's Mongo server."""
     return StackEndpoints(kafka.bootstrap, stack.mongo_url, False)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def _stored_at_least(collection: Any, n: int) -> bool:

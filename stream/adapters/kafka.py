@@ -29,6 +29,9 @@ MAX_REPLICATION = 3
 
 HEARTBEATS_PER_SESSION = 3
 """Kafka's own advice: heartbeat at a third of the session timeout or more often."""
+FULL_REPLICATION_MIN_ISR = "2"
+"""With 3 replicas, an acks=all write waits for 2: one broker may die without losing an
+acknowledged record or stopping writes."""
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -116,6 +119,8 @@ async def ensure_topics(settings: Settings) -> int:
     A missing main topic is otherwise an error (a typo'd STREAM_TOPIC must not idle on a
     new empty topic). Raises KafkaUnavailable when no bootstrap server answers.
 
+    Replicated on up to three brokers, with `min.insync.replicas=2` when on three.
+
     Retry and DLQ topics get as many partitions as the main topic, so every replica of the
     group has retry work to do when the main topic is spread over all of them.
     """
@@ -125,6 +130,8 @@ async def ensure_topics(settings: Settings) -> int:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
         replication = min(MAX_REPLICATION, brokers)
+        configs = ({"min.insync.replicas": FULL_REPLICATION_MIN_ISR}
+                   if replication == MAX_REPLICATION else {})
         if settings.topic in existing:
             (described,) = await admin.describe_topics([settings.topic])
             partitions = len(described["partitions"])
@@ -136,13 +143,14 @@ async def ensure_topics(settings: Settings) -> int:
                 "check STREAM_TOPIC, or set STREAM_CREATE_TOPIC=true to create it"
             )
         wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
-        missing = [NewTopic(t, partitions, replication) for t in wanted if t not in existing]
+        missing = [NewTopic(t, partitions, replication, topic_configs=configs)
+                   for t in wanted if t not in existing]
         if missing:
             response = await admin.create_topics(missing)
             for topic, code, *rest in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise StreamError(f"cannot create topic {topic}: error {code} {rest}")
-            log.info("created topics %s", [t.name for t in missing])
+            log.info("created topics", extra={"topics": [t.name for t in missing]})
         return partitions
     finally:
         await admin.close()

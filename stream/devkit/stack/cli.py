@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from stream.devkit.stack.core import READY_TIMEOUT_S, down, ensure_up, status
+from stream.devkit.stack.core import BROKER_COUNTS, READY_TIMEOUT_S, down, ensure_up, status
 from stream.errors import StackError
 
 __all__ = ["main"]
@@ -20,8 +20,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="stack dir: state, data and logs (default: .stack)")
     parser = argparse.ArgumentParser(
         prog="stream stack",
-        description="Local Kafka broker and Mongo-wire server, no Docker. Services named by "
-                    "STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL are used instead of started.",
+        description="Local Kafka (one broker or a 3-broker cluster) and Mongo-wire server, "
+                    "no Docker. Services named by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL "
+                    "are used instead of started.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", parents=[common],
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                          "or ~/.cache/stream)")
     up.add_argument("--kafka-port", type=int, default=None,
                     help="Kafka listener port (default: the last one if free, else any)")
+    up.add_argument("--brokers", type=int, choices=BROKER_COUNTS, default=None,
+                    help="Kafka nodes: 3 is a KRaft cluster with replication 3 and min ISR 2 "
+                         "for failover tests (default: as last time, else 1)")
     up.add_argument("--timeout", type=float, default=READY_TIMEOUT_S,
                     help="seconds to wait for the services to answer, after any build")
     commands.add_parser("down", parents=[common], help="stop the processes `up` started")
@@ -41,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace) -> int:
     endpoints = await ensure_up(args.dir, args.cache_dir, kafka_port=args.kafka_port,
-                                timeout_s=args.timeout)
+                                brokers=args.brokers, timeout_s=args.timeout)
     if not endpoints.started:
         print(f"stack in {args.dir} is already up", file=sys.stderr)
     print(endpoints.env_lines(), end="")

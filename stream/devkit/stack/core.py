@@ -1,8 +1,11 @@
 """Bring the dev-stack up, down, and report on it; the state lives in the stack dir.
 
 `<stack dir>/state.json` records, per service, its ports (reused on the next `up` when free,
-so the env file stays stable) and the process we started. `<stack dir>/env` holds the
-STREAM_* lines for the running stack. A lock file serialises concurrent callers.
+so the env file stays stable and connected clients reconnect after a crash) and the process
+we started. Kafka is the service `kafka` (one node, `<stack dir>/kafka`) or `kafka-1` ..
+`kafka-3` (a cluster, `<stack dir>/kafka-<node.id>`); state.json holds one mode at a time.
+`<stack dir>/env` holds the STREAM_* lines for the running stack. A lock file serialises
+concurrent callers.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ from stream.devkit.stack.process import (
     file_lock,
     free_port,
     locked,
+    log_tail,
     port_accepts,
     port_is_free,
     stop,
@@ -40,9 +45,12 @@ __all__ = [
     "StackEndpoints",
     "down",
     "ensure_up",
+    "kafka_service",
     "kill",
     "status",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The settings the stack produces. When the operator already provides one, the stack uses
 # that service instead of starting its own (e.g. a real MongoDB, or a shared broker).
@@ -53,6 +61,22 @@ MONGO_ENV = "STREAM_MONGO_URL"
 READY_TIMEOUT_S = 90.0
 # Kafka's controlled shutdown of one node takes 2-3 s; past this it is killed.
 _STOP_GRACE_S = 30.0
+# Broker counts `up --brokers` offers: a quorum of two controllers cannot lose one, so the
+# only cluster worth testing failover on is three.
+BROKER_COUNTS = (1, 3)
+
+
+def kafka_service(node_id: int, brokers: int) -> str:
+    """The service name (and home dir) of Kafka node `node_id` of a `brokers`-node stack."""
+    return "kafka" if brokers == 1 else f"kafka-{node_id}"
+
+
+def _kafka_names(brokers: int) -> list[str]:
+    return [kafka_service(node_id, brokers) for node_id in range(1, brokers + 1)]
+
+
+def _is_kafka(name: str) -> bool:
+    return name == "kafka" or name.startswith("kafka-")
 
 
 @dataclass(frozen=True)
@@ -106,60 +130,117 @@ def _save(stack_dir: Path, services: Mapping[str, _Service]) -> None:
     tmp.replace(stack_dir / "state.json")
 
 
-def _ports(previous: _Service | None, count: int, requested: int | None) -> tuple[int, ...]:
-    """The previous run's ports when still free, else fresh ones; `requested` goes first."""
+def _ports(previous: _Service | None, count: int, requested: int | None,
+           avoid: set[int]) -> tuple[int, ...]:
+    """The previous run's ports when still free, else fresh ones not in `avoid`;
+    `requested` goes first."""
     if requested is not None and not port_is_free(requested):
         raise StackError(f"port {requested} is in use on 127.0.0.1; pick another --kafka-port")
     if previous is not None and len(previous.ports) == count:
         ports = list(previous.ports)
         if requested is not None:
             ports[0] = requested
-        if all(port_is_free(port) for port in ports):
+        if all(port_is_free(port) and port not in avoid for port in ports):
             return tuple(ports)
-    fresh = [free_port() for _ in range(count)]
-    if requested is not None:
-        fresh[0] = requested
+    fresh: list[int] = [] if requested is None else [requested]
+    while len(fresh) < count:
+        port = free_port()
+        if port not in avoid and port not in fresh:
+            fresh.append(port)
     return tuple(fresh)
 
 
+def _plan_kafka(services: dict[str, _Service], names: list[str], missing: list[str],
+                kafka_port: int | None) -> tuple[list[kafka.Node], list[str]]:
+    """The nodes of the Kafka stack and which of them to start.
+
+    A node restarted beside running ones keeps its ports: they are in the others' quorum
+    configuration. Only when one of them is taken by another program does the whole
+    cluster restart on new ports, every node's configuration rewritten to agree.
+    """
+    live = [name for name in names if name not in missing]
+    if live and all(name in services and all(map(port_is_free, services[name].ports))
+                    for name in missing):
+        nodes = [kafka.Node(i, *services[name].ports) for i, name in enumerate(names, 1)]
+        return nodes, missing
+    if live:
+        logger.warning("ports of Kafka %s are taken: restarting %s on new ports",
+                       ", ".join(missing), ", ".join(live))
+        _stop_services_unlocked(services, live)
+    taken: set[int] = set()
+    nodes = []
+    for node_id, name in enumerate(names, 1):
+        ports = _ports(services.get(name), 2, kafka_port if node_id == 1 else None, taken)
+        taken.update(ports)
+        nodes.append(kafka.Node(node_id, *ports))
+    return nodes, names
+
+
 def _start_missing(stack_dir: Path, cache_dir: Path, services: dict[str, _Service],
-                   missing: list[str], kafka_port: int | None) -> None:
-    """Fetch or build what the `missing` services need, then start them.
+                   missing: list[str], kafka_names: list[str], kafka_port: int | None,
+                   ) -> list[str]:
+    """Fetch or build what the `missing` services need, then start them; returns the names
+    started (more than `missing` when a cluster had to restart on new ports).
 
     Each start is recorded in `services` and state.json at once, so whatever happens next
     `down` can stop it. On a cold cache the Maven fetch overlaps the FerretDB build.
     """
-    java = kafka.find_java() if "kafka" in missing else ""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        lib = pool.submit(kafka.install, cache_dir) if "kafka" in missing else None
+    missing_kafka = [name for name in missing if _is_kafka(name)]
+    java = kafka.find_java() if missing_kafka else ""
+    started: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(2, len(kafka_names))) as pool:
+        lib = pool.submit(kafka.install, cache_dir) if missing_kafka else None
         binary = pool.submit(mongo.find_binary, cache_dir) if "mongo" in missing else None
         lib_dir = None if lib is None else lib.result()
         mongo_binary = None if binary is None else binary.result()
-    if lib_dir is not None:
-        ports = _ports(services.get("kafka"), 2, kafka_port)
-        proc = kafka.start(stack_dir / "kafka", java, lib_dir, ports[0], ports[1])
-        services["kafka"] = _Service("kafka", ports, f"127.0.0.1:{ports[0]}", proc)
-        _save(stack_dir, services)
+        if lib_dir is not None:
+            nodes, to_start = _plan_kafka(services, kafka_names, missing_kafka, kafka_port)
+            cluster = kafka.cluster_id([stack_dir / name for name in kafka_names])
+            by_name = dict(zip(kafka_names, nodes, strict=True))
+            # The formats (a JVM start each) run side by side, then every node starts.
+            procs = pool.map(
+                lambda name: kafka.start(stack_dir / name, java, lib_dir, by_name[name], nodes,
+                                         cluster),
+                to_start,
+            )
+            for name, proc in zip(to_start, procs, strict=True):
+                node = by_name[name]
+                services[name] = _Service("kafka", (node.port, node.controller_port),
+                                          f"127.0.0.1:{node.port}", proc)
+                _save(stack_dir, services)
+                started.append(name)
     if mongo_binary is not None:
-        ports = _ports(services.get("mongo"), 1, None)
+        ports = _ports(services.get("mongo"), 1, None, set())
         proc = mongo.start(mongo_binary, stack_dir / "mongo", ports[0])
         services["mongo"] = _Service(mongo_binary.kind, ports, mongo.url_for(ports[0]), proc)
         _save(stack_dir, services)
+        started.append("mongo")
+    return started
 
 
 async def _ready(what: str, endpoint: str, probe: Callable[[str], Awaitable[bool]], *,
-                 timeout_s: float, service: _Service | None = None, log: Path | None = None,
-                 ) -> str:
-    """Wait until `probe(endpoint)` answers; for our own `service`, a TCP connect first
-    keeps the protocol client from logging a refused connection every poll."""
+                 timeout_s: float, stack_dir: Path | None = None,
+                 own: Sequence[tuple[str, _Service]] = ()) -> str:
+    """Wait until `probe(endpoint)` answers. For services of our `own` (name, service), a
+    process that exits fails at once with its log, and a TCP connect to each comes first,
+    which keeps the protocol client from logging a refused connection every poll."""
+
+    def log_of(name: str) -> Path:
+        assert stack_dir is not None  # own services live in the stack dir
+        return stack_dir / name / ("mongo.log" if name == "mongo" else "kafka.log")
 
     async def answers() -> bool:
-        if service is not None and not await port_accepts("127.0.0.1", service.ports[0]):
-            return False
+        for name, service in own:
+            if service.proc is not None and not service.proc.running():
+                log = log_of(name)
+                raise StackError(f"{what} ({name}) exited during start-up; log {log}:\n"
+                                 f"{log_tail(log)}")
+            if not await port_accepts("127.0.0.1", service.ports[0]):
+                return False
         return await probe(endpoint)
 
     await wait_ready(f"{what} at {endpoint}", answers, timeout_s=timeout_s,
-                     proc=None if service is None else service.proc, log=log)
+                     log=log_of(own[0][0]) if own else None)
     return endpoint
 
 
@@ -168,74 +249,110 @@ async def ensure_up(
     cache_dir: Path | None = None,
     *,
     kafka_port: int | None = None,
+    brokers: int | None = None,
     timeout_s: float = READY_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
 ) -> StackEndpoints:
     """Make the stack in `stack_dir` run and answer; start only what is not running.
 
-    Called by `stream stack up`, the test session and the benchmarks. Services named in
-    `env` (default: the process environment) by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL
-    are used as they are. Waits until Kafka answers a metadata request and Mongo a `ping`,
-    then writes `<stack_dir>/env`. On failure, stops what this call started and raises
-    StackError (with the failing service's log tail).
+    Called by `stream stack up`, the test session and the benchmarks. `brokers` (1 or 3;
+    default: as the stack dir last ran, else 1) is the number of Kafka nodes. Services named
+    in `env` (default: the process environment) by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL
+    are used as they are. Waits until every broker is listed in a metadata answer and Mongo
+    answers `ping`, then writes `<stack_dir>/env`. On failure, stops what this call started
+    and raises StackError (with the failing service's log tail).
     """
+    if brokers is not None and brokers not in BROKER_COUNTS:
+        raise StackError(f"--brokers must be one of {BROKER_COUNTS}, not {brokers}")
     stack_dir = await asyncio.to_thread(stack_dir.resolve)
     cache = await asyncio.to_thread((cache_dir or default_cache_dir()).resolve)
     environ = os.environ if env is None else env
     external_kafka, external_mongo = environ.get(KAFKA_ENV), environ.get(MONGO_ENV)
+    if external_kafka and brokers not in (None, 1):
+        raise StackError(f"{KAFKA_ENV} names a broker, so the stack starts none; unset it "
+                         "for --brokers")
     async with locked(stack_dir / ".lock"):
         services = await asyncio.to_thread(_load, stack_dir)
-        missing = [
-            name for name, external in (("kafka", external_kafka), ("mongo", external_mongo))
-            if not external and (name not in services or services[name].live() is None)
-        ]
-        running_kafka = services.get("kafka")
-        if ("kafka" not in missing and not external_kafka and kafka_port is not None
-                and running_kafka is not None and running_kafka.ports[0] != kafka_port):
-            raise StackError(f"Kafka of {stack_dir} already runs at {running_kafka.endpoint}; "
+        kafka_names = [] if external_kafka else _switch_mode(stack_dir, services, brokers)
+        missing = [name for name in kafka_names
+                   if name not in services or services[name].live() is None]
+        if not external_mongo and ("mongo" not in services or services["mongo"].live() is None):
+            missing.append("mongo")
+        first = services.get(kafka_names[0]) if kafka_names else None
+        if (kafka_names and kafka_names[0] not in missing and kafka_port is not None
+                and first is not None and first.ports[0] != kafka_port):
+            raise StackError(f"Kafka of {stack_dir} already runs at {first.endpoint}; "
                              "`stream stack down` first to change its port")
+        started: list[str] = []
         try:
-            await asyncio.to_thread(_start_missing, stack_dir, cache, services, missing,
-                                    kafka_port)
-            # One after the other: both processes are already starting side by side.
+            started = await asyncio.to_thread(_start_missing, stack_dir, cache, services,
+                                              missing, kafka_names, kafka_port)
+            # One after the other: all processes are already starting side by side.
             if external_kafka:
                 bootstrap = await _ready("Kafka", external_kafka, kafka.answers,
                                          timeout_s=timeout_s)
             else:
-                service = services["kafka"]
-                bootstrap = await _ready("Kafka", service.endpoint, kafka.answers,
-                                         timeout_s=timeout_s, service=service,
-                                         log=stack_dir / "kafka" / "kafka.log")
+                own = [(name, services[name]) for name in kafka_names]
+                bootstrap = await _ready(
+                    "Kafka", ",".join(service.endpoint for _, service in own),
+                    lambda endpoint: kafka.answers(endpoint, len(own)),
+                    timeout_s=timeout_s, stack_dir=stack_dir, own=own,
+                )
             if external_mongo:
                 url = await _ready("Mongo", external_mongo, mongo.answers, timeout_s=timeout_s)
             else:
                 service = services["mongo"]
                 url = await _ready(service.kind, service.endpoint, mongo.answers,
-                                   timeout_s=timeout_s, service=service,
-                                   log=stack_dir / "mongo" / "mongo.log")
+                                   timeout_s=timeout_s, stack_dir=stack_dir,
+                                   own=[("mongo", service)])
         except BaseException:
             # A half-started stack would be mistaken for a running one by the next `up`.
             await asyncio.to_thread(_stop_services, stack_dir, services,
-                                    [name for name in missing if name in services])
+                                    [name for name in started if name in services])
             raise
-        endpoints = StackEndpoints(bootstrap, url, started=bool(missing))
+        endpoints = StackEndpoints(bootstrap, url, started=bool(started))
         (stack_dir / "env").write_text(endpoints.env_lines())
         return endpoints
+
+
+def _switch_mode(stack_dir: Path, services: dict[str, _Service], brokers: int | None,
+                 ) -> list[str]:
+    """The Kafka service names for `brokers` nodes (None: as recorded, else one), after
+    dropping the other mode's records; StackError if the other mode is still running."""
+    recorded = [name for name in services if _is_kafka(name)]
+    if brokers is None:
+        brokers = len(recorded) if "kafka" not in recorded and recorded else 1
+    names = _kafka_names(brokers)
+    if recorded and sorted(recorded) != sorted(names):
+        if any(services[name].live() is not None for name in recorded):
+            raise StackError(f"Kafka of {stack_dir} runs with {len(recorded)} broker(s); "
+                             "`stream stack down` first to change --brokers")
+        for name in recorded:  # their data dirs stay for a later switch back
+            del services[name]
+    return names
 
 
 def _stop_services(stack_dir: Path, services: dict[str, _Service],
                    names: list[str]) -> list[str]:
     """Stop the named services (those whose process is still ours), record that, and
     return `name (pid N)` for each one signalled."""
-    stopped = []
-    for name in names:
-        service = services[name]
-        if service.proc is not None:
-            if stop(service.proc, grace_s=_STOP_GRACE_S):
-                stopped.append(f"{name} (pid {service.proc.pid})")
-            services[name] = dataclasses.replace(service, proc=None)
+    stopped = _stop_services_unlocked(services, names)
     _save(stack_dir, services)
     return stopped
+
+
+def _stop_services_unlocked(services: dict[str, _Service], names: list[str]) -> list[str]:
+    """`_stop_services` without saving; the Kafka nodes of a cluster stop side by side,
+    since each waits for the others to take over its partitions."""
+    procs = {name: proc for name in names if (proc := services[name].proc) is not None}
+    with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+        signalled = list(pool.map(lambda proc: stop(proc, grace_s=_STOP_GRACE_S),
+                                  procs.values()))
+    for name in procs:
+        services[name] = dataclasses.replace(services[name], proc=None)
+    return [f"{name} (pid {proc.pid})"
+            for (name, proc), was_signalled in zip(procs.items(), signalled, strict=True)
+            if was_signalled]
 
 
 def down(stack_dir: Path) -> list[str]:
@@ -288,27 +405,29 @@ class ServiceStatus:
         return self.answers and (self.external or self.expected)
 
     def line(self) -> str:
+        kafka_line = _is_kafka(self.name)
         if self.external:
-            where = f"external ({KAFKA_ENV if self.name == 'kafka' else MONGO_ENV})"
+            where = f"external ({KAFKA_ENV if kafka_line else MONGO_ENV})"
         elif self.process is not None:
             where = f"running pid {self.pid}: {self.process}"
         elif self.endpoint is None:
             where = "never started"
         else:
             where = "not running"
-        probe = "metadata" if self.name == "kafka" else "ping"
+        probe = "metadata" if kafka_line else "ping"
         answer = f"answers {probe}" if self.answers else f"no answer to {probe}"
-        return f"{self.name:<6} {where:<48} {answer:<22} {self.endpoint or '-'}"
+        return f"{self.name:<7} {where:<48} {answer:<22} {self.endpoint or '-'}"
 
 
 async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[ServiceStatus]:
-    """The state of each service of `stack_dir`: process, identity and whether it answers."""
+    """The state of each service of `stack_dir` (each Kafka node of a cluster on its own
+    line): process, identity and whether it answers."""
     stack_dir = await asyncio.to_thread(stack_dir.resolve)
     environ = os.environ if env is None else env
     services = await asyncio.to_thread(_load, stack_dir)
 
     async def one(name: str, env_name: str) -> ServiceStatus:
-        probe = kafka.answers if name == "kafka" else mongo.answers
+        probe = kafka.answers if _is_kafka(name) else mongo.answers
         if environ.get(env_name):
             endpoint = environ[env_name]
             return ServiceStatus(name, endpoint, True, None, None, False, await probe(endpoint))
@@ -319,7 +438,7 @@ async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[
         if argv is None or service.proc is None:
             return ServiceStatus(name, service.endpoint, False, None, None, False, False)
         program = Path(argv[0]).name
-        if name == "kafka":
+        if _is_kafka(name):
             expected = program == "java" and kafka.MAIN_CLASS in argv
             process = f"{program} {kafka.MAIN_CLASS}" if expected else program
         else:
@@ -327,4 +446,7 @@ async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[
         return ServiceStatus(name, service.endpoint, False, service.proc.pid, process, expected,
                              await probe(service.endpoint))
 
-    return list(await asyncio.gather(one("kafka", KAFKA_ENV), one("mongo", MONGO_ENV)))
+    recorded = [name for name in services if _is_kafka(name)]
+    kafka_names = ["kafka"] if environ.get(KAFKA_ENV) or not recorded else recorded
+    return list(await asyncio.gather(*(one(name, KAFKA_ENV) for name in kafka_names),
+                                     one("mongo", MONGO_ENV)))

@@ -1,4 +1,7 @@
-"""A single-node Apache Kafka broker (KRaft, combined mode) run from Maven Central jars.
+"""Apache Kafka (KRaft, combined broker+controller nodes) run from Maven Central jars.
+
+One node for everyday work, or three (`stream stack up --brokers 3`: one static quorum, one
+cluster id, replication 3 and min ISR 2) to test failover on one machine.
 
 The release tarball lives on downloads.apache.org, which CI machines may not reach; the
 broker artifact's runtime dependencies on Maven Central are the same classpath, short of the
@@ -11,6 +14,8 @@ import base64
 import logging
 import shutil
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -19,7 +24,16 @@ from aiokafka.errors import KafkaError
 from stream.devkit.stack.process import Proc, file_lock, run_tool, spawn
 from stream.errors import StackError
 
-__all__ = ["KAFKA_VERSION", "MAIN_CLASS", "answers", "find_java", "install", "start"]
+__all__ = [
+    "KAFKA_VERSION",
+    "MAIN_CLASS",
+    "Node",
+    "answers",
+    "cluster_id",
+    "find_java",
+    "install",
+    "start",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +44,17 @@ MAIN_CLASS = "kafka.Kafka"
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 # Ample for tests and benchmarks on one node; the broker's default (1 GiB) wastes CI memory.
 _HEAP = "-Xmx512m"
+# Three nodes must share a small CI machine; 384 MiB each still holds a test's traffic.
+_CLUSTER_HEAP = "-Xmx384m"
+# Replicas of every partition in a cluster, and how many must have a write before it is
+# acknowledged: one node may die without losing an acknowledged record or stopping writes.
+_CLUSTER_REPLICATION = 3
+_CLUSTER_MIN_ISR = 2
+# A killed node is fenced, and its partitions get new leaders, once its heartbeats have been
+# missing this long; Kafka's 9 s would stall a failover test (and a restart after kill -9:
+# the new process may register only once the old one is fenced) for as long.
+_SESSION_TIMEOUT_MS = 6000
+_HEARTBEAT_MS = 1500
 # One metadata round trip; a broker that is up answers in milliseconds.
 _PROBE_TIMEOUT_MS = 3000
 
@@ -124,24 +149,41 @@ def find_java() -> str:
     return java
 
 
-def _server_properties(data: Path, port: int, controller_port: int) -> str:
+@dataclass(frozen=True)
+class Node:
+    """One combined broker+controller: its `node.id`, listener port and controller port."""
+
+    node_id: int
+    port: int
+    controller_port: int
+
+
+def _server_properties(data: Path, node: Node, voters: Sequence[Node]) -> str:
+    replication = _CLUSTER_REPLICATION if len(voters) >= _CLUSTER_REPLICATION else 1
+    min_isr = _CLUSTER_MIN_ISR if replication == _CLUSTER_REPLICATION else 1
+    quorum = ",".join(f"{v.node_id}@127.0.0.1:{v.controller_port}" for v in voters)
     return f"""\
-# Written by `stream stack`: one node that is both broker and controller (static quorum).
+# Written by `stream stack` on every start: node {node.node_id} of {len(voters)}, both broker
+# and controller (static quorum).
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+node.id={node.node_id}
+controller.quorum.voters={quorum}
+listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={data}
-# A single replica everywhere: there is one broker.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+# As many replicas as the cluster allows (one node: one replica).
+offsets.topic.replication.factor={replication}
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_isr}
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+broker.session.timeout.ms={_SESSION_TIMEOUT_MS}
+broker.heartbeat.interval.ms={_HEARTBEAT_MS}
 # Internal topics are created on first use (the first group join); 50 partitions each
 # would make that first join of a test run take seconds.
 offsets.topic.num.partitions=1
@@ -168,35 +210,65 @@ def _cluster_id() -> str:
             return text
 
 
-def start(home: Path, java: str, lib: Path, port: int, controller_port: int) -> Proc:
-    """Configure the broker in `home` (formatting its log dir once) and start it.
+def cluster_id(homes: Sequence[Path]) -> str:
+    """The cluster id the nodes in `homes` were formatted with, or a new one if none was.
 
-    Returns once the JVM runs; readiness is the caller's `answers` loop. Raises StackError
-    when the format fails.
+    A node's log dir formatted for another cluster would never join the quorum: StackError
+    naming the dirs, rather than a broker that does not answer.
+    """
+    found = {home: _formatted_id(home / "data") for home in homes}
+    ids = {value for value in found.values() if value is not None}
+    if len(ids) > 1:
+        raise StackError("Kafka log dirs of different clusters: "
+                         + ", ".join(f"{home} ({value})" for home, value in found.items())
+                         + "; `stream stack down` and delete them to start afresh")
+    return ids.pop() if ids else _cluster_id()
+
+
+def _formatted_id(data: Path) -> str | None:
+    try:
+        lines = (data / "meta.properties").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id":
+            return value.strip()
+    raise StackError(f"{data / 'meta.properties'} has no cluster.id; delete {data}")
+
+
+def start(home: Path, java: str, lib: Path, node: Node, voters: Sequence[Node],
+          cluster: str) -> Proc:
+    """Configure `node` in `home` (formatting its log dir for `cluster` once) and start it.
+
+    The configuration is rewritten on every start, so a node whose ports changed and the
+    quorum it belongs to agree again. Returns once the JVM runs; readiness is the caller's
+    `answers` loop. Raises StackError when the format fails.
     """
     data, props, log4j = home / "data", home / "server.properties", home / "log4j2.properties"
     data.mkdir(parents=True, exist_ok=True)
-    props.write_text(_server_properties(data, port, controller_port))
+    props.write_text(_server_properties(data, node, voters))
     log4j.write_text(_LOG4J2)
-    jvm = [java, _HEAP, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
-    if not (data / "meta.properties").exists():
+    heap = _HEAP if len(voters) == 1 else _CLUSTER_HEAP
+    jvm = [java, heap, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
+    if _formatted_id(data) is None:
         run_tool(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
-             "-g"],
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), "-g"],
             cwd=home, what="formatting the Kafka log dir",
         )
     return spawn([*jvm, MAIN_CLASS, str(props)], log=home / "kafka.log", needle=str(props),
                  cwd=home)
 
 
-async def answers(bootstrap: str) -> bool:
-    """Whether the broker at `bootstrap` answers a metadata request."""
+async def answers(bootstrap: str, brokers: int = 1) -> bool:
+    """Whether the cluster at `bootstrap` answers a metadata request listing at least
+    `brokers` brokers (a node is listed once it has registered and caught up)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_PROBE_TIMEOUT_MS)
     try:
         await admin.start()
-        await admin.list_topics()
+        described = await admin.describe_cluster()
     except (KafkaError, OSError, TimeoutError):
         return False
     finally:
         await admin.close()
-    return True
+    return len(described["brokers"]) >= brokers

@@ -136,31 +136,32 @@ def stop(proc: Proc, *, grace_s: float) -> bool:
 
 
 def _wait_exit(proc: Proc, timeout_s: float) -> bool:
-    """Wait until every thread of `proc` has exited, so its ports and files are released.
+    """Wait until `proc` has finished exiting, so its ports and files are released.
 
-    `running()` turns False as soon as the main thread exits; a JVM's other threads (and
-    its listening sockets) outlive it for a moment, and a restart then finds the port busy.
+    `running()` turns False as soon as the exit starts (the argv goes with the memory); a
+    JVM's sockets stay open for another ~100 ms, and a restart would find its ports busy.
     """
     deadline = time.monotonic() + timeout_s
-    while proc.running() or _threads_left(proc):
+    while proc.running() or _exiting(proc):
         if time.monotonic() >= deadline:
             return False
         time.sleep(_EXIT_POLL_S)
     return True
 
 
-def _threads_left(proc: Proc) -> bool:
-    """Whether threads of the (exited) main thread of `proc` still run."""
+def _exiting(proc: Proc) -> bool:
+    """Whether `proc` is still releasing its resources: not yet a zombie, or a zombie main
+    thread whose other threads still run."""
     child = _CHILDREN.get(proc.pid)
     if child is not None:
         # waitpid reaps a process only once its whole thread group has exited.
         return child.poll() is None
     try:
-        if _stat(proc.pid)[1] != proc.start_ticks:
-            return False  # the pid now belongs to another process
-        return len(os.listdir(f"/proc/{proc.pid}/task")) > 1
+        state, start_ticks = _stat(proc.pid)
+        threads = len(os.listdir(f"/proc/{proc.pid}/task"))
     except OSError:  # gone, and reaped by its parent
         return False
+    return start_ticks == proc.start_ticks and (state != "Z" or threads > 1)
 
 
 def default_cache_dir() -> Path:
