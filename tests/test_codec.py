@@ -54,6 +54,7 @@ def test_unknown_fields_are_kept_with_storable_keys() -> None:
 
 def test_rewritten_keys_never_collide_and_decode_back() -> None:
     keys = ["$", ".", "%24", "%2E", "_", "a.b", "a%2Eb", "$a", "%", "%25", "x\x00y", "x%00y", "$$"]
+    keys += ["\x05", "%05", "\x1f\x7f", "\u2028", "é"]
     sms = decode_sms(encode(meta=dict.fromkeys(keys, 1)), MAX)
     assert sms.meta is not None
     assert len(sms.meta) == len(keys)

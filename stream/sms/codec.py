@@ -14,9 +14,11 @@ or raises `PermanentError`. What is stored and what is dead-lettered:
   (no recursion, so no RecursionError at any depth) that rejects as `unstorable_field`:
   integers outside signed 64 bits (BSON's widest), and nesting deeper than
   `MAX_NESTING` levels (MongoDB stores at most 100 per document; deeper is a producer bug).
-- Keys are rewritten, not rejected, with an escape that cannot collide: `%`, `.`, NUL and a
-  leading `$` become `%25`, `%2E`, `%00` and `%24` (percent-encoding, so
-  `urllib.parse.unquote` gives the original key back). `{"$": 4, ".": 5}` is stored as
+- Keys are rewritten, not rejected, with an escape that cannot collide: `%`, `.`, a leading
+  `$`, NUL and the other control characters become `%25`, `%2E`, `%24`, `%00`..`%1F`, `%7F`
+  (percent-encoding, so `urllib.parse.unquote` gives the original key back). FerretDB/SQLite
+  fails the insert of a top-level key with a control character, or stores it and then cannot
+  read the collection back; MongoDB refuses NUL. `{"$": 4, ".": 5}` is stored as
   `{"%24": 4, "%2E": 5}`. An unknown top-level field named like a field the sink document
   sets itself (`_id`, `parsed`, `source`, ...) is kept as `<name>%`: no escaped key ends in a
   bare `%`, so that too is collision-free.
@@ -30,6 +32,7 @@ or raises `PermanentError`. What is stored and what is dead-lettered:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +89,10 @@ RESERVED_FIELDS = frozenset(
 )
 """Top-level fields of the stored document (`engine/batch.py` `_document`; keep in step)."""
 
+_UNSTORABLE_KEY_CHARS = re.compile(r"^\$|[%.\x00-\x1f\x7f]")
+"""Escaped in keys: a leading `$` and `.` (MongoDB), NUL (BSON), control characters (FerretDB
+writes them into its JSON unescaped), and `%` itself (so the escape is reversible)."""
+
 _REQUIRED = ("id", "sender", "body", "received_at")
 _KNOWN = frozenset((*_REQUIRED, "recipient", "meta"))
 
@@ -99,13 +106,13 @@ def _unstorable(path: str, problem: str) -> PermanentError:
     return PermanentError(f"{where} {problem}", reason="unstorable_field")
 
 
+def _escape(match: re.Match[str]) -> str:
+    return f"%{ord(match.group()):02X}"
+
+
 def storable_key(key: str) -> str:
-    """`key` percent-encoded where servers refuse it (`%`, `.`, NUL, a leading `$`); injective."""
-    if "%" in key or "." in key or "\x00" in key:
-        key = key.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
-    if key.startswith("$"):
-        key = "%24" + key[1:]
-    return key
+    """`key` percent-encoded where servers refuse it (see the module docstring); injective."""
+    return _UNSTORABLE_KEY_CHARS.sub(_escape, key)
 
 
 _PLAIN = frozenset((str, float, bool, type(None)))
@@ -147,7 +154,7 @@ def _check(value: Any, path: str) -> bool:
             items: Iterable[tuple[object, Any]] = node.items()
             if not escape:
                 for name in node:
-                    if "%" in name or "." in name or "\x00" in name or name[:1] == "$":
+                    if "%" in name or "." in name or name[:1] == "$" or not name.isprintable():
                         escape = True
                         break
         else:
