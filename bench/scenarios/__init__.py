@@ -9,7 +9,16 @@ from collections.abc import Awaitable, Callable
 
 from bench.figures import ScenarioResult
 from bench.harness import Context
-from bench.scenarios import batch_sweep, latency, pipeline, profile, recovery, scaling, slow_api
+from bench.scenarios import (
+    batch_sweep,
+    latency,
+    pipeline,
+    profile,
+    query,
+    recovery,
+    scaling,
+    slow_api,
+)
 
 __all__ = ["SCENARIOS"]
 
@@ -23,4 +32,5 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "latency": (latency.run, "produce-to-stored delay at a fixed rate"),
     "recovery": (recovery.run, "kill -9 one of two consumers under load"),
     "profile": (profile.run, "pyinstrument on stream run: where the time goes"),
+    "query": (query.run, "readers' queries with/without their indexes; indexes' write cost"),
 }
