@@ -305,6 +305,9 @@ async def test_kill_9_mid_write_then_restart_stores_each_document_once(
     batch = [{"_id": f"sms-{i}", "body": "x" * 100} for i in range(MID_WRITE_DOCS)]
     client: AsyncMongoClient[Doc] = AsyncMongoClient(dedicated_mongo.url)
     try:
+        # As serve() does; it also creates the database: FerretDB killed while creating one
+        # leaves it without its metadata table and then refuses to start.
+        assert await sink.ensure_indexes()
         with caplog.at_level(logging.WARNING, logger="stream.adapters.mongo"):
             writing = asyncio.create_task(sink.write(batch))
             async with asyncio.timeout(WRITE_DEADLINE_S):
