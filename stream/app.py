@@ -113,6 +113,7 @@ async def serve(
         limiter = processor.limiter if isinstance(processor, HttpProcessor) else None
         sink = MongoSink(settings.mongo_url, settings.mongo_db, settings.mongo_collection)
         stack.push_async_callback(sink.aclose)
+        await sink.ensure_indexes()
         producer = new_producer(settings)
         await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)

@@ -16,6 +16,7 @@ from bench.scenarios import (
     peers,
     pipeline,
     profile,
+    query,
     recovery,
     scaling,
     slow_api,
@@ -35,4 +36,5 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "recovery": (recovery.run, "kill -9 one of two consumers under load"),
     "profile": (profile.run, "pyinstrument on stream run: where the time goes"),
     "parser": (parser.run, "parse_sms µs per SMS, before and after the issue 12 rewrite"),
+    "query": (query.run, "readers' queries with/without their indexes; indexes' write cost"),
 }

@@ -15,8 +15,9 @@ __all__ = ["Outcome", "Sms"]
 class Sms:
     """One validated SMS, as decoded from a Kafka record value.
 
-    `extra` keeps top-level fields this version does not know about, with keys made
-    storable, so the stored document still holds every original field.
+    `received_at` is aware and in UTC. `meta` and `extra` (top-level fields this version
+    does not know about) hold only what BSON can encode, with keys escaped so that every
+    original field is stored under a distinct name (rules in `stream.sms.codec`).
     """
 
     id: str
