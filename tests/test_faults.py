@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pipeline_support import (
@@ -213,3 +214,59 @@ async def _committed_is(settings: Any, n: int) -> bool:
 
 async def _calls_at_least(upstream: ReferenceUpstream, n: int) -> bool:
     return bool(upstream.stats()["requests"] >= n)
+
+
+async def test_wrong_token_halts_without_dead_lettering_and_resumes_once_fixed(
+    stack: StackEndpoints, new_topic: Any, mongo_db: Any, unique_name: Any, kafka_admin: Any,
+    tmp_path: Path,
+) -> None:
+    """A 401 for every call is a configuration fault: no SMS is dead-lettered or retried,
+    nothing is committed, readiness says why; the secret fixed upstream (its /control),
+    the probe resumes consumption by itself and every SMS is stored once."""
+    topic = await new_topic(partitions=2)
+    sms_count = 300
+    async with ReferenceUpstream(UpstreamBehaviour(), token="rotated") as upstream:
+        settings = settings_for(
+            stack, topic, mongo_db.name, unique_name("group"),
+            processor="http", api_url=upstream.url, api_token="old-secret",
+            halt_probe_interval_s=1.0,
+        )
+        await produce(settings.kafka_bootstrap, topic, [sms_value(n) for n in range(sms_count)])
+        collection = mongo_db["messages"]
+        process = StreamProcess(settings, tmp_path / "run.log")
+        try:
+            async with httpx.AsyncClient(base_url=process.metrics_url, timeout=5) as http:
+                ready = await eventually(lambda: _halted_readiness(http), what="halted")
+                assert ready["checks"]["not_halted"] is False
+                assert "HTTP 401" in ready["halted"]
+                await asyncio.sleep(2)  # several probe intervals: still nothing may move
+                assert await _committed_total(settings.kafka_bootstrap, settings.group_id,
+                                              topic) == 0
+                for derived in (settings.dlq_topic, *settings.retry_topics):
+                    assert await read_topic(settings.kafka_bootstrap, derived) == []
+                assert await collection.count_documents({}) == 0
+
+                async with httpx.AsyncClient(base_url=upstream.base_url) as control:
+                    fixed = await control.post("/control", json={"token": "old-secret"})
+                    fixed.raise_for_status()
+                await eventually(lambda: _stored_at_least(collection, sms_count), within=60,
+                                 what="every SMS stored after the fix")
+                await eventually(lambda: _committed_is(settings, sms_count), what="lag 0")
+        finally:
+            assert await process.stop() == 0
+    assert await _ledger(collection, settings, sms_count) == (sms_count, sms_count)
+    assert await read_topic(settings.kafka_bootstrap, settings.dlq_topic) == []
+    log = (tmp_path / "run.log").read_text()
+    errors = [line for line in log.splitlines() if '"level":"ERROR"' in line.replace(" ", "")]
+    assert len([e for e in errors if "halted" in e]) == 1, "one ERROR line for the halt"
+    assert "STREAM_API_TOKEN" in errors[0]
+    assert "old-secret" not in log
+
+
+async def _halted_readiness(http: Any) -> dict[str, Any] | None:
+    try:
+        response = await http.get("/readyz")
+    except httpx.TransportError:
+        return None
+    body: dict[str, Any] = response.json()
+    return body if response.status_code == 503 and "halted" in body else None

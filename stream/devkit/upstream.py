@@ -411,6 +411,10 @@ class ReferenceUpstream:
             current = changes
         return current
 
+    def set_token(self, token: str) -> None:
+        """Require a new bearer token ("" for none): a rotated secret, for halting tests."""
+        self._expected_auth = f"Bearer {token}".encode() if token else None
+
     def set_behaviour(
         self, behaviour: UpstreamBehaviour, schedule: Sequence[Phase] | None = None
     ) -> None:
@@ -562,24 +566,30 @@ class ReferenceUpstream:
         return json_response(self._control_view())
 
     async def _post_control(self, request: Request) -> Response:
-        """Body: behaviour fields to change, and optionally `"schedule"` (list, string or null)."""
+        """Body: behaviour fields to change, optionally `"schedule"` (list, string or null)
+        and `"token"` (the bearer token now required, "" for none)."""
         try:
-            base, schedule = self._parse_control(request)
+            base, schedule, token = self._parse_control(request)
         except ValueError as exc:
             return json_response({"error": "invalid_control", "reason": str(exc)}, 400)
         self.set_behaviour(base, schedule)
+        if token is not None:
+            self.set_token(token)
         return json_response(self._control_view())
 
     def _parse_control(
         self, request: Request
-    ) -> tuple[UpstreamBehaviour, tuple[Phase, ...] | None]:
+    ) -> tuple[UpstreamBehaviour, tuple[Phase, ...] | None, str | None]:
         changes = request.json()
         if not isinstance(changes, dict):
             raise _Invalid("control body must be a JSON object")
+        token = changes.pop("token", None)
+        if token is not None and not isinstance(token, str):
+            raise _Invalid("token: expected a string")
         if "schedule" not in changes:
-            return self._base.with_changes(changes), None
+            return self._base.with_changes(changes), None, token
         spec = changes.pop("schedule")
-        return self._base.with_changes(changes), parse_schedule(spec or ())
+        return self._base.with_changes(changes), parse_schedule(spec or ()), token
 
 
 def _behaviour_from_args(args: argparse.Namespace) -> UpstreamBehaviour:
