@@ -348,14 +348,15 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self.halt = Halt(cause.reason, str(cause), cause.setting, cause.probe, now)
         self._next_probe = now + self._settings.halt_probe_interval_s
         metrics.HALTED.labels(cause.reason).set(1)
-        hint = f"check {cause.setting}" if cause.setting else "see the reason"
+        message = str(cause)
+        if cause.setting and cause.setting not in message:
+            message += f" (check {cause.setting})"
         resumes = "probing to resume by itself" if cause.probe else "restart to resume"
         log.error(
-            "halted: %s (%s); nothing is dead-lettered or committed past it; %s",
-            cause,
-            hint,
+            "halted: %s; nothing is dead-lettered or committed past it; %s",
+            message,
             resumes,
-            extra={"reason": cause.reason},
+            extra={"reason": cause.reason, "setting": cause.setting},
         )
 
     async def _probe_halt(self) -> None:
