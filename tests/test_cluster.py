@@ -123,7 +123,7 @@ async def test_killing_a_broker_under_traffic_loses_and_duplicates_nothing(
     endpoints = await cluster.up()  # restarts the broker an earlier test killed
     bootstrap = endpoints.kafka_bootstrap
     topic, group = unique_name("topic"), unique_name("group")
-    settings = settings_for(endpoints, topic, mongo_db.name, group)
+    settings = settings_for(endpoints, topic, mongo_db.name, group, create_topic=True)
     collection = mongo_db["messages"]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -18,6 +18,7 @@ from pipeline_support import (
 
 from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
 from stream.engine.failures import ATTEMPT, ERROR_CLASS, header
+from stream.observability.httpserver import HttpServer, Request, Response, json_response
 from stream.processors.http import HttpProcessor
 from stream.sms.parser import parse_sms
 
@@ -66,24 +67,35 @@ async def test_upstream_errors_send_sms_to_retry_then_they_succeed(env: dict[str
     assert await read_topic(settings.kafka_bootstrap, settings.dlq_topic) == []
 
 
-async def test_api_rejection_goes_to_the_dlq_at_once(env: dict[str, Any], kafka_admin: Any) -> None:
-    async with ReferenceUpstream(token="right") as upstream:
+async def test_api_rejection_of_one_sms_goes_to_the_dlq_at_once(
+    env: dict[str, Any], kafka_admin: Any
+) -> None:
+    """A 422 is about one SMS: that one is dead-lettered at once, the others are stored.
+    (A 401 for every SMS is a configuration fault that halts: tests/test_faults.py.)"""
+
+    async def parse(request: Request) -> Response:
+        sms = request.json()
+        if sms["id"] == "sms-1":
+            return json_response({"error": "unprocessable"}, 422)
+        return json_response(parse_sms(sms["body"], sms["sender"]))
+
+    async with HttpServer({("POST", "/v1/parse"): parse}) as server:
         settings = env["settings"].replace(
-            processor="http", api_url=upstream.url, api_token="wrong"
+            processor="http", api_url=f"http://127.0.0.1:{server.port}/v1/parse"
         )
         await produce(settings.kafka_bootstrap, settings.topic, [sms_value(n) for n in range(3)])
         async with running(settings):
             dead = await eventually(
-                lambda: _records_at_least(settings.kafka_bootstrap, settings.dlq_topic, 3),
-                what="3 records in the DLQ",
+                lambda: _records_at_least(settings.kafka_bootstrap, settings.dlq_topic, 1),
+                what="a record in the DLQ",
             )
             await eventually(
                 lambda: _committed_sum_is(kafka_admin, settings, 3), what="offsets committed"
             )
-    assert {header(r.headers, ERROR_CLASS) for r in dead} == {"http_401"}
+    assert {header(r.headers, ERROR_CLASS) for r in dead} == {"http_422"}
     assert {header(r.headers, ATTEMPT) for r in dead} == {"1"}
-    assert sorted(orjson.loads(r.value)["id"] for r in dead) == ["sms-0", "sms-1", "sms-2"]
-    assert await env["collection"].count_documents({}) == 0
+    assert [orjson.loads(r.value)["id"] for r in dead] == ["sms-1"]
+    assert await env["collection"].count_documents({}) == 2
 
 
 async def _count_is(collection: Any, expected: int) -> bool:
