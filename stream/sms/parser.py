@@ -97,11 +97,25 @@ _SUFFIX_WORDS = {
 }
 _LETTER_PREFIXES = {"R": "ZAR", "N": "NGN"}  # only before a number with separators: "R150.00"
 _SYMBOL_ENDS = frozenset(token[-1] for token in _SYMBOLS)
-# Starts with a digit so the regex engine can skip ahead to candidates; the currency around
-# each number is then looked up in Python.
-_NUMBER = re.compile(
-    r"\d(?:\d{0,2}(?:[,.'\u2019]\d{2,3})+|\d{0,2}(?:[ \u00a0\u202f]\d{3})+|\d{0,11})"
+_CURRENCY_END = "".join(sorted(
+    {code[-1] for code in _ISO_CODES} | set(_LETTER_PREFIXES)
+    | {c for word in _PREFIX_WORDS for c in (word[-1], word[-1].upper())}
+)) + "$\\x80-\\U0010ffff"
+"""A superset of the last characters of a currency: the letters that end a code or a word
+(either case, as words are looked up lower-cased), "$", and anything outside ASCII."""
+_BEFORE_FORMS = [rf"(?<=[{_CURRENCY_END}]{dot}{space}{minus}\d)" for dot in ("", r"\.")
+                 for space in ("", "[ \u00a0]") for minus in ("", "-")]
+# Every number, starting with a digit so the regex engine can skip ahead to candidates, and
+# beside it whether a currency could be written there: a character that can end one before
+# it (then "." / space / "-", the look-behinds), or the start of a code, word or symbol after
+# it (the look-ahead). Both are supersets (`_currency_before` and `_currency_after` decide),
+# so a number with neither, such as most dates, times and phone numbers, is skipped with one
+# look-up instead of two Python scans of its surroundings.
+_MONEY = re.compile(
+    r"\d(?:(?P<pre>" + "|".join(_BEFORE_FORMS) + r")|)"
+    r"(?:\d{0,2}(?:[,.'\u2019]\d{2,3})+|\d{0,2}(?:[ \u00a0\u202f]\d{3})+|\d{0,11})"
     r"(?:[.,]\d{1,2})?(?!\d)"
+    r"(?=(?P<post>[ \u00a0]?(?:[A-Z]{3}|(?i:eur|kes|ksh|rs)|/-|[$\x80-\U0010ffff]))|)"
 )
 _BARE_AMOUNT = re.compile(  # SBI's "debited by 250.0": an amount with no currency at all
     r"(?:debited|credited) (?:by|for|with) (?P<num>\d{1,12}(?:[.,]\d{1,2})?)(?![\d,.])"
@@ -200,17 +214,22 @@ def _currency_after(text: str, end: int) -> str | None:
 def _money_spans(text: str) -> list[_Money]:
     """Every amount with a currency, in text order."""
     found: list[_Money] = []
-    for number in _NUMBER.finditer(text):
+    for number in _MONEY.finditer(text):
+        pre, post = number.groups()
+        if pre is None and post is None:
+            continue
         start, end = number.span()
         if text[end : end + 1].isalpha():
             continue  # "UAH4ATHM86" is an M-PESA code, "5GB" a data pack: not money
-        num = number.group()
-        currency, negative, at = _currency_before(text, start, num)
+        if pre is None:
+            currency, negative, at = None, False, start
+        else:
+            currency, negative, at = _currency_before(text, start, number.group())
         if currency is None:
-            currency = _currency_after(text, end)
+            currency = _currency_after(text, end) if post is not None else None
             if currency is None:
                 continue
-        value = _to_float(num, currency)
+        value = _to_float(number.group(), currency)
         found.append((-value if negative and value is not None else value, currency, at))
     return found
 
