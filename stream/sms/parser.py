@@ -235,6 +235,10 @@ def _money_spans(text: str) -> list[_Money]:
 
 
 # ------------------------------------------------------------------ category signals
+# _LITERAL_LED: a pattern whose every alternative starts with a literal character (or that
+# starts with one character class) lets the regex engine skip, in C, to the positions where
+# a match can start; one that starts with a look-around or "\b" is tried at every position.
+# So "\bcr" is written "c(?<=\bc)r" and "(?<!not )share" "s(?<!not s)hare": same matches.
 # Substring tests on the lower-cased body: a few dozen cost about as much as one regex scan.
 
 _OTP_STRONG = (
@@ -256,9 +260,10 @@ _BOOKING = (
 )
 # A code to hand over ("Share OTP 4412 to start the ride", "OTP for delivery: 4321") is part
 # of a booking or delivery notice, unlike a login code one must "never share".
-_HANDOVER_CODE = re.compile(
-    r"(?<!not )(?<!never )(?<!n't )share (?:the |this )?(?:otp|code|pin)"
-    r"|(?:otp|pin) (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
+_HANDOVER_CODE = re.compile(  # each alternative starts with a letter: see _LITERAL_LED
+    r"s(?<!not s)(?<!never s)(?<!n't s)hare (?:the |this )?(?:otp|code|pin)"
+    r"|otp (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
+    r"|pin (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
 )
 _PROMO = (
     "% off", "% cashback", " sale", "offer", "cashback", "discount", "coupon", "use code",
@@ -274,7 +279,9 @@ _TXN_STRONG = (
     "you received", "have received", "you've received", "used for", "used at",
     "direct deposit", "zahlung", "abgebucht", "paiement", "compra", "pagamento", "betaald",
 )
-_DEBIT_CREDIT_WORD = re.compile(r"\b(?:dr|cr|debit|credit)\b(?!\s*(?:card|limit|score))")
+_DEBIT_CREDIT_WORD = re.compile(  # "\bdr", "\bdebit", "\bcr", "\bcredit", literal-led
+    r"(?:d(?<=\bd)(?:r|ebit)|c(?<=\bc)(?:r|redit))\b(?!\s*(?:card|limit|score))"
+)
 _TXN_WEAK = (
     "paid", "sent", "received", "payment", "purchase", "transaction", "refund", "bought",
     "deposit", "charge", "using your",
@@ -284,13 +291,20 @@ _INDIAN_SENDER = re.compile(r"[A-Z]{2}-[A-Za-z0-9]{3,}")  # DLT headers such as 
 
 # ------------------------------------------------------------------ transaction fields
 
+_CREDIT_CUES = frozenset((
+    "payment received", "paid you", "sent you", "paid into", "credited", "credit", "cr",
+    "received", "deposit", "refund", "revers", "cashback", "gutschrift", "reçu", "recibido",
+    "abono", "accredito",
+))
+# The first cue in the body decides: the credit cues, then the debit ones, each starting
+# with a letter (see _LITERAL_LED); which kind matched is read from the matched text.
 _DIRECTION = re.compile(
-    r"(?P<credit>payment received|paid you|sent you|paid into|credited"
-    r"|credit(?!\s*(?:card|limit|score))|\bcr\b|received|deposit|refund|revers|cashback"
-    r"|gutschrift|reçu|recibido|abono|accredito)"
-    r"|(?P<debit>debit|\bdr\b|spent|paid|payment|sent|charge|withdr|purchase|deducted"
+    r"payment received|paid you|sent you|paid into|credited"
+    r"|credit(?!\s*(?:card|limit|score))|c(?<=\bc)r\b|received|deposit|refund|revers|cashback"
+    r"|gutschrift|reçu|recibido|abono|accredito"
+    r"|debit|d(?<=\bd)r\b|spent|paid|payment|sent|charge|withdr|purchase|deducted"
     r"|transferred|bought|used for|zahlung|abgebucht|paiement|achat|compra|pago|cargo"
-    r"|pagamento|addebito|betaald)"
+    r"|pagamento|addebito|betaald"
 )
 # Three ways to state the tail, each searched on the lower-cased body.
 _MASKED_TAIL = re.compile(r"[x*•][x*•]* ?(\d{2,4})(?![\da-z])")
@@ -299,9 +313,11 @@ _ACCOUNT_TAIL = re.compile(
     r"(\d{2,4})(?![\dx*a-z])"
 )
 _ENDING_TAIL = re.compile(r"(?:ending|ends with|final)(?: in| with)?\s*:?\s*(\d{2,4})(?!\d)")
-_REF_WORD = re.compile(
-    r"(?:ref(?:erence)?|rrn|utr|txn\s*id|transaction\s*id)\.?\s*(?:no|number|id|#)?\.?\s*"
-    r"[:#-]?\s*|upi[:/]\s*(?:p2[am]/|cr/|dr/)?"
+_REF_TAIL = r"\.?\s*(?:no|number|id|#)?\.?\s*[:#-]?\s*"
+_REF_WORD = re.compile(  # each alternative starts with a letter: see _LITERAL_LED
+    "|".join(rf"{word}{_REF_TAIL}" for word in (
+        r"ref(?:erence)?", "rrn", "utr", r"txn\s*id", r"transaction\s*id"
+    )) + r"|upi[:/]\s*(?:p2[am]/|cr/|dr/)?"
 )
 _REF_TOKEN = re.compile(r"(?=[A-Z]*\d)[A-Z0-9]{4,30}\b")
 _MPESA_CODE = re.compile(r"\s*(?P<ref>(?=[A-Z]*\d)(?=\d*[A-Z])[A-Z0-9]{10})\s+Confirmed")
@@ -311,7 +327,9 @@ _PAIRED_CREDIT = re.compile(r";\s*(?P<cp>[A-Z][A-Z0-9 .&'-]{1,40}?)\s+credited")
 _PAID_YOU = re.compile(
     r"(?P<cp>[A-Z][\w.'&-]*(?:[ ][A-Z][\w.'&-]*){0,3})\s+(?:paid|sent)\s+you\b"
 )
-_DEBIT_WORD = re.compile(r"[\s(](?:at|to|with|bei|chez|en|presso|aan)\s+(?:vpa\s+)?|@\s*")
+_DEBIT_WORD = re.compile(  # "[\s(]at ", "[\s(]to vpa "... or "@": one leading class
+    r"[\s(@](?:(?<=@)\s*|(?:at|to|with|bei|chez|en|presso|aan)\s+(?:vpa\s+)?)"
+)
 _CREDIT_WORD = re.compile(r"[\s(](?:from|by)\s+")
 _NAME_CHUNK = re.compile(r"[^,;:()|!\n]{1,80}")
 _DIGIT = re.compile(r"\d")
@@ -614,7 +632,9 @@ def _transaction_fields(
     else:
         result["amount"], result["currency"] = _amount(low, spans, balance_at)
     direction = _DIRECTION.search(low)
-    result["direction"] = "credit" if direction and direction["credit"] else "debit"
+    result["direction"] = (
+        "credit" if direction and direction.group() in _CREDIT_CUES else "debit"
+    )
     result["balance"] = balance
     result["account_tail"] = _account_tail(low)
     result["counterparty"] = _counterparty(text, low, result["direction"])
