@@ -103,8 +103,10 @@ _CURRENCY_END = "".join(sorted(
 )) + "$\\x80-\\U0010ffff"
 """A superset of the last characters of a currency: the letters that end a code or a word
 (either case, as words are looked up lower-cased), "$", and anything outside ASCII."""
-_BEFORE_FORMS = [rf"(?<=[{_CURRENCY_END}]{dot}{space}{minus}\d)" for dot in ("", r"\.")
-                 for space in ("", "[ \u00a0]") for minus in ("", "-")]
+_BEFORE_FORMS = [  # what may stand between: [.][ ][-], as look-behinds of 0 to 3 characters
+    rf"(?<=[{_CURRENCY_END}]{between}\d)"
+    for between in ("", "[-. \u00a0]", "[. \u00a0][- \u00a0]", "\\.[ \u00a0]-")
+]
 # Every number, starting with a digit so the regex engine can skip ahead to candidates, and
 # beside it whether a currency could be written there: a character that can end one before
 # it (then "." / space / "-", the look-behinds), or the start of a code, word or symbol after
