@@ -262,6 +262,18 @@ _BOOKING = (
 )
 # A code to hand over ("Share OTP 4412 to start the ride", "OTP for delivery: 4321") is part
 # of a booking or delivery notice, unlike a login code one must "never share".
+
+
+def _any_of(words: tuple[str, ...]) -> re.Pattern[str]:
+    """A pattern that finds whether any of `words` occurs: one scan, one alternative per first
+    character (see _LITERAL_LED), instead of one substring test per word."""
+    rests: dict[str, list[str]] = {}
+    for word in words:
+        rests.setdefault(word[0], []).append(re.escape(word[1:]))
+    return re.compile(
+        "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in rests.items())
+    )
+
 _HANDOVER_CODE = re.compile(  # each alternative starts with a letter: see _LITERAL_LED
     r"s(?<!not s)(?<!never s)(?<!n't s)hare (?:the |this )?(?:otp|code|pin)"
     r"|otp (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
@@ -275,6 +287,8 @@ _PROMO = (
     "congratulations", "buy 1", "free ", "free!", "save up to", "grab ", "just ", "only!",
     "new arrivals", "members ", "click", "upgrade to", "dial *", "unlimited", "mega ",
 )
+_PROMO_ANY = _any_of(_PROMO)
+"""Most SMS that get as far as counting promotional words have none."""
 _TXN_STRONG = (
     "debited", "credited", "spent", "withdr", "deposited", "deducted", "charged", "transferred",
     "txn", "paid to", "sent to", "paid you", "paid into", "you paid", "you sent", "have sent",
@@ -673,7 +687,7 @@ def _is_transaction(result: dict[str, Any], low: str, sender: str, *, strong: bo
         or result["reference"] is not None
     ):
         return True
-    promo = _hits(low, _PROMO)
+    promo = _hits(low, _PROMO) if _PROMO_ANY.search(low) else 0
     if strong and promo < 2:
         return True
     return not (
@@ -706,18 +720,19 @@ def parse_sms(body: str, sender: str = "") -> dict[str, Any]:
 
     # An OTP message may quote an amount ("OTP for INR 1,999.00 txn"), so it is decided
     # first; a bare "code"/"PIN" yields to booking, delivery and money signals.
+    # Decided on words first: the five code patterns cost more than the word tests.
     strong_otp = _mentions(low, _OTP_STRONG)
-    if strong_otp or _mentions(low, _OTP_WEAK):
-        code = _otp_code(text)
-        if (
-            code is not None
-            and not _mentions(low, _DELIVERY)
-            and not (_HANDOVER_CODE.search(low) and _mentions(low, _BOOKING))
-            and (strong_otp or not (spans or _mentions(low, _BOOKING)))
-        ):
-            result = _empty("otp")
-            _otp_fields(result, text, low, code, sender)
-            return result
+    if (
+        (strong_otp or (not spans and _mentions(low, _OTP_WEAK)))
+        and not _mentions(low, _DELIVERY)
+        and not (
+            (not strong_otp or _HANDOVER_CODE.search(low)) and _mentions(low, _BOOKING)
+        )
+        and (code := _otp_code(text)) is not None
+    ):
+        result = _empty("otp")
+        _otp_fields(result, text, low, code, sender)
+        return result
 
     bare = None if spans else _BARE_AMOUNT.search(low)
     if spans or bare is not None:
@@ -729,7 +744,7 @@ def parse_sms(body: str, sender: str = "") -> dict[str, Any]:
             if _is_transaction(result, low, sender, strong=strong):
                 return result
 
-    promo = _hits(low, _PROMO)
+    promo = _hits(low, _PROMO) if _PROMO_ANY.search(low) else 0
     booking = _hits(low, _BOOKING)
     delivery = _hits(low, _DELIVERY)
     if promo >= 2 or (promo and not (booking or delivery)):
