@@ -126,7 +126,8 @@ _BALANCE_WORDS = ("bal", "avl", "avail", "aval", "saldo", "solde", "kontostand")
 _BALANCE_GAP = 32
 """How far after a balance keyword its amount may start ("New M-PESA balance is Ksh...")."""
 _NOT_BALANCE = ("lim", "lmt")  # "Avl Limit: INR 1,12,340.50" is credit headroom, not money held
-_NOT_AMOUNT = ("cost", "fee", "charges", "limit", "lmt", "transact within")
+_NOT_AMOUNT = re.compile("cost|fee|charges|limit|lmt|transact within")
+_NOT_AMOUNT_REACH = 16  # how far before an amount those words make it a fee or a limit
 
 _Money = tuple[float | None, str, int]
 """(value, ISO currency, offset where the currency or number starts)."""
@@ -142,6 +143,8 @@ def _lower(text: str) -> str:
 
 def _to_float(num: str, currency: str | None) -> float | None:
     """Read "1,234.50", "1.234,56", "23,45", "1 200,00", "1'250.00", "1,00,000" as numbers."""
+    if num.isdigit():  # most amounts in the SMS of a day: "500", "1234"
+        return float(num)
     digits = num.replace(" ", "").replace("\u00a0", "").replace("\u202f", "")
     digits = digits.replace("'", "").replace("\u2019", "")
     last = max(digits.rfind("."), digits.rfind(","))
@@ -569,7 +572,7 @@ def _balance(low: str, spans: list[_Money]) -> tuple[float | None, int]:
 
 def _amount(low: str, spans: list[_Money], skip: int) -> tuple[float | None, str | None]:
     for value, currency, start in spans:
-        if start == skip or any(w in low[max(0, start - 16) : start] for w in _NOT_AMOUNT):
+        if start == skip or _NOT_AMOUNT.search(low, max(0, start - _NOT_AMOUNT_REACH), start):
             continue
         return (abs(value) if value is not None else None), currency
     return None, None
