@@ -371,15 +371,17 @@ _PARTY_STOP = frozenset((
 
 # ------------------------------------------------------------------ otp fields
 
-_CODE = (
-    r"(?P<code>\d{3}[- ]\d{3}|\d{4,8})(?![\d.,]?\d)"
-    r"(?!\s*(?i:s|secs?|seconds?|mins?|minutes?|hrs?|hours?)\b)"
-)
+# A code is "123-456" or 4-8 digits; written as its first digit, then the rest, so that a
+# pattern starting with it is literal-led (see _LITERAL_LED).
+_CODE_REST = r"(?:\d{2}[- ]\d{3}|\d{3,7})"
+_CODE_END = r"(?![\d.,]?\d)(?!\s*(?i:s|secs?|seconds?|mins?|minutes?|hrs?|hours?)\b)"
+_CODE = rf"(?P<code>\d{_CODE_REST}){_CODE_END}"
 _OTP_PATTERNS = (
-    re.compile(rf"\bG-{_CODE}"),
-    re.compile(rf"(?<![\w*•.,/-]){_CODE}\s+(?i:is\b)"),
-    re.compile(
-        r"(?i:otp|code|password|passcode|pin|c[oó]digo|kode|token)\b[^\d\n]{0,40}?"
+    re.compile(rf"G(?<=\bG)-{_CODE}"),
+    re.compile(rf"(?P<code>\d(?<![\w*•.,/-]\d){_CODE_REST}){_CODE_END}\s+(?i:is\b)"),
+    re.compile(  # otp|code|password|passcode|pin|código|kode|token, any case ("\u212a" is "K")
+        r"[CcKkOoPpTt\u212a](?i:(?<=o)tp|(?<=c)ode|(?<=p)assword|(?<=p)asscode|(?<=p)in"
+        r"|(?<=c)[oó]digo|(?<=k)ode|(?<=t)oken)\b[^\d\n]{0,40}?"
         rf"(?:(?i:\bis\b|\best\b|\bes\b|adalah|lautet)|[:\-\u2013]{{1,2}})?\s*:?\s*{_CODE}"
     ),
     re.compile(rf"(?i:\b(?:use|enter)\s+){_CODE}"),
@@ -393,12 +395,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 _WORD = r"[\w&'\u2019+-]*(?:\.[\w&'\u2019+-]+)*"
 _BRAND = rf"(?P<name>[A-Z]{_WORD}(?:[ ][A-Z]{_WORD}){{0,3}})"
 _SERVICE_OWNED = re.compile(  # "is your Google verification code", "Your CRED login OTP"
-    rf"(?:\bis|\bas|\b[Yy]our)\s+(?:your\s+)?{_BRAND}\s+(?:account\s+)?"
+    rf"(?:i(?<=\bi)s|a(?<=\ba)s|Y(?<=\bY)our|y(?<=\by)our)\s+(?:your\s+)?{_BRAND}\s+(?:account\s+)?"
     r"(?:(?i:verification|confirmation|security|login|sign-in|one-time|access)\s+)?"
     r"(?i:code|otp|passcode|password|pin)\b"
 )
 _SERVICE_FOR = re.compile(  # "to log in to Swiggy", "for SBI Net Banking", "on Zomato"
-    r"\b(?:for|to|on|into|at|with)\s+"
+    r"(?:f(?<=\bf)or|t(?<=\bt)o|o(?<=\bo)n|i(?<=\bi)nto|a(?<=\ba)t|w(?<=\bw)ith)\s+"
     r"(?i:(?:log\s?in|sign\s?in)\s+(?:to\s+)?|login\s+to\s+|your\s+)?"
     rf"{_BRAND}"
 )
