@@ -97,11 +97,27 @@ _SUFFIX_WORDS = {
 }
 _LETTER_PREFIXES = {"R": "ZAR", "N": "NGN"}  # only before a number with separators: "R150.00"
 _SYMBOL_ENDS = frozenset(token[-1] for token in _SYMBOLS)
-# Starts with a digit so the regex engine can skip ahead to candidates; the currency around
-# each number is then looked up in Python.
-_NUMBER = re.compile(
-    r"\d(?:\d{0,2}(?:[,.'\u2019]\d{2,3})+|\d{0,2}(?:[ \u00a0\u202f]\d{3})+|\d{0,11})"
+_CURRENCY_END = "".join(sorted(
+    {code[-1] for code in _ISO_CODES} | set(_LETTER_PREFIXES)
+    | {c for word in _PREFIX_WORDS for c in (word[-1], word[-1].upper())}
+)) + "$\\x80-\\U0010ffff"
+"""A superset of the last characters of a currency: the letters that end a code or a word
+(either case, as words are looked up lower-cased), "$", and anything outside ASCII."""
+_BEFORE_FORMS = [  # what may stand between: [.][ ][-], as look-behinds of 0 to 3 characters
+    rf"(?<=[{_CURRENCY_END}]{between}\d)"
+    for between in ("", "[-. \u00a0]", "[. \u00a0][- \u00a0]", "\\.[ \u00a0]-")
+]
+# Every number, starting with a digit so the regex engine can skip ahead to candidates, and
+# beside it whether a currency could be written there: a character that can end one before
+# it (then "." / space / "-", the look-behinds), or the start of a code, word or symbol after
+# it (the look-ahead). Both are supersets (`_currency_before` and `_currency_after` decide),
+# so a number with neither, such as most dates, times and phone numbers, is skipped with one
+# look-up instead of two Python scans of its surroundings.
+_MONEY = re.compile(
+    r"\d(?:(?P<pre>" + "|".join(_BEFORE_FORMS) + r")|)"
+    r"(?:\d{0,2}(?:[,.'\u2019]\d{2,3})+|\d{0,2}(?:[ \u00a0\u202f]\d{3})+|\d{0,11})"
     r"(?:[.,]\d{1,2})?(?!\d)"
+    r"(?=(?P<post>[ \u00a0]?(?:[A-Z]{3}|(?i:eur|kes|ksh|rs)|/-|[$\x80-\U0010ffff]))|)"
 )
 _BARE_AMOUNT = re.compile(  # SBI's "debited by 250.0": an amount with no currency at all
     r"(?:debited|credited) (?:by|for|with) (?P<num>\d{1,12}(?:[.,]\d{1,2})?)(?![\d,.])"
@@ -110,7 +126,8 @@ _BALANCE_WORDS = ("bal", "avl", "avail", "aval", "saldo", "solde", "kontostand")
 _BALANCE_GAP = 32
 """How far after a balance keyword its amount may start ("New M-PESA balance is Ksh...")."""
 _NOT_BALANCE = ("lim", "lmt")  # "Avl Limit: INR 1,12,340.50" is credit headroom, not money held
-_NOT_AMOUNT = ("cost", "fee", "charges", "limit", "lmt", "transact within")
+_NOT_AMOUNT = re.compile("cost|fee|charges|limit|lmt|transact within")
+_NOT_AMOUNT_REACH = 16  # how far before an amount those words make it a fee or a limit
 
 _Money = tuple[float | None, str, int]
 """(value, ISO currency, offset where the currency or number starts)."""
@@ -126,6 +143,8 @@ def _lower(text: str) -> str:
 
 def _to_float(num: str, currency: str | None) -> float | None:
     """Read "1,234.50", "1.234,56", "23,45", "1 200,00", "1'250.00", "1,00,000" as numbers."""
+    if num.isdigit():  # most amounts in the SMS of a day: "500", "1234"
+        return float(num)
     digits = num.replace(" ", "").replace("\u00a0", "").replace("\u202f", "")
     digits = digits.replace("'", "").replace("\u2019", "")
     last = max(digits.rfind("."), digits.rfind(","))
@@ -200,22 +219,31 @@ def _currency_after(text: str, end: int) -> str | None:
 def _money_spans(text: str) -> list[_Money]:
     """Every amount with a currency, in text order."""
     found: list[_Money] = []
-    for number in _NUMBER.finditer(text):
+    for number in _MONEY.finditer(text):
+        pre, post = number.groups()
+        if pre is None and post is None:
+            continue
         start, end = number.span()
         if text[end : end + 1].isalpha():
             continue  # "UAH4ATHM86" is an M-PESA code, "5GB" a data pack: not money
-        num = number.group()
-        currency, negative, at = _currency_before(text, start, num)
+        if pre is None:
+            currency, negative, at = None, False, start
+        else:
+            currency, negative, at = _currency_before(text, start, number.group())
         if currency is None:
-            currency = _currency_after(text, end)
+            currency = _currency_after(text, end) if post is not None else None
             if currency is None:
                 continue
-        value = _to_float(num, currency)
+        value = _to_float(number.group(), currency)
         found.append((-value if negative and value is not None else value, currency, at))
     return found
 
 
 # ------------------------------------------------------------------ category signals
+# _LITERAL_LED: a pattern whose every alternative starts with a literal character (or that
+# starts with one character class) lets the regex engine skip, in C, to the positions where
+# a match can start; one that starts with a look-around or "\b" is tried at every position.
+# So "\bcr" is written "c(?<=\bc)r" and "(?<!not )share" "s(?<!not s)hare": same matches.
 # Substring tests on the lower-cased body: a few dozen cost about as much as one regex scan.
 
 _OTP_STRONG = (
@@ -237,9 +265,22 @@ _BOOKING = (
 )
 # A code to hand over ("Share OTP 4412 to start the ride", "OTP for delivery: 4321") is part
 # of a booking or delivery notice, unlike a login code one must "never share".
-_HANDOVER_CODE = re.compile(
-    r"(?<!not )(?<!never )(?<!n't )share (?:the |this )?(?:otp|code|pin)"
-    r"|(?:otp|pin) (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
+
+
+def _any_of(words: tuple[str, ...]) -> re.Pattern[str]:
+    """A pattern that finds whether any of `words` occurs: one scan, one alternative per first
+    character (see _LITERAL_LED), instead of one substring test per word."""
+    rests: dict[str, list[str]] = {}
+    for word in words:
+        rests.setdefault(word[0], []).append(re.escape(word[1:]))
+    return re.compile(
+        "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in rests.items())
+    )
+
+_HANDOVER_CODE = re.compile(  # each alternative starts with a letter: see _LITERAL_LED
+    r"s(?<!not s)(?<!never s)(?<!n't s)hare (?:the |this )?(?:otp|code|pin)"
+    r"|otp (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
+    r"|pin (?:to start|for (?:the |your )?(?:ride|trip|delivery|pickup))"
 )
 _PROMO = (
     "% off", "% cashback", " sale", "offer", "cashback", "discount", "coupon", "use code",
@@ -249,13 +290,17 @@ _PROMO = (
     "congratulations", "buy 1", "free ", "free!", "save up to", "grab ", "just ", "only!",
     "new arrivals", "members ", "click", "upgrade to", "dial *", "unlimited", "mega ",
 )
+_PROMO_ANY = _any_of(_PROMO)
+"""Most SMS that get as far as counting promotional words have none."""
 _TXN_STRONG = (
     "debited", "credited", "spent", "withdr", "deposited", "deducted", "charged", "transferred",
     "txn", "paid to", "sent to", "paid you", "paid into", "you paid", "you sent", "have sent",
     "you received", "have received", "you've received", "used for", "used at",
     "direct deposit", "zahlung", "abgebucht", "paiement", "compra", "pagamento", "betaald",
 )
-_DEBIT_CREDIT_WORD = re.compile(r"\b(?:dr|cr|debit|credit)\b(?!\s*(?:card|limit|score))")
+_DEBIT_CREDIT_WORD = re.compile(  # "\bdr", "\bdebit", "\bcr", "\bcredit", literal-led
+    r"(?:d(?<=\bd)(?:r|ebit)|c(?<=\bc)(?:r|redit))\b(?!\s*(?:card|limit|score))"
+)
 _TXN_WEAK = (
     "paid", "sent", "received", "payment", "purchase", "transaction", "refund", "bought",
     "deposit", "charge", "using your",
@@ -265,13 +310,20 @@ _INDIAN_SENDER = re.compile(r"[A-Z]{2}-[A-Za-z0-9]{3,}")  # DLT headers such as 
 
 # ------------------------------------------------------------------ transaction fields
 
+_CREDIT_CUES = frozenset((
+    "payment received", "paid you", "sent you", "paid into", "credited", "credit", "cr",
+    "received", "deposit", "refund", "revers", "cashback", "gutschrift", "reçu", "recibido",
+    "abono", "accredito",
+))
+# The first cue in the body decides: the credit cues, then the debit ones, each starting
+# with a letter (see _LITERAL_LED); which kind matched is read from the matched text.
 _DIRECTION = re.compile(
-    r"(?P<credit>payment received|paid you|sent you|paid into|credited"
-    r"|credit(?!\s*(?:card|limit|score))|\bcr\b|received|deposit|refund|revers|cashback"
-    r"|gutschrift|reçu|recibido|abono|accredito)"
-    r"|(?P<debit>debit|\bdr\b|spent|paid|payment|sent|charge|withdr|purchase|deducted"
+    r"payment received|paid you|sent you|paid into|credited"
+    r"|credit(?!\s*(?:card|limit|score))|c(?<=\bc)r\b|received|deposit|refund|revers|cashback"
+    r"|gutschrift|reçu|recibido|abono|accredito"
+    r"|debit|d(?<=\bd)r\b|spent|paid|payment|sent|charge|withdr|purchase|deducted"
     r"|transferred|bought|used for|zahlung|abgebucht|paiement|achat|compra|pago|cargo"
-    r"|pagamento|addebito|betaald)"
+    r"|pagamento|addebito|betaald"
 )
 # Three ways to state the tail, each searched on the lower-cased body.
 _MASKED_TAIL = re.compile(r"[x*•][x*•]* ?(\d{2,4})(?![\da-z])")
@@ -280,9 +332,11 @@ _ACCOUNT_TAIL = re.compile(
     r"(\d{2,4})(?![\dx*a-z])"
 )
 _ENDING_TAIL = re.compile(r"(?:ending|ends with|final)(?: in| with)?\s*:?\s*(\d{2,4})(?!\d)")
-_REF_WORD = re.compile(
-    r"(?:ref(?:erence)?|rrn|utr|txn\s*id|transaction\s*id)\.?\s*(?:no|number|id|#)?\.?\s*"
-    r"[:#-]?\s*|upi[:/]\s*(?:p2[am]/|cr/|dr/)?"
+_REF_TAIL = r"\.?\s*(?:no|number|id|#)?\.?\s*[:#-]?\s*"
+_REF_WORD = re.compile(  # each alternative starts with a letter: see _LITERAL_LED
+    "|".join(rf"{word}{_REF_TAIL}" for word in (
+        r"ref(?:erence)?", "rrn", "utr", r"txn\s*id", r"transaction\s*id"
+    )) + r"|upi[:/]\s*(?:p2[am]/|cr/|dr/)?"
 )
 _REF_TOKEN = re.compile(r"(?=[A-Z]*\d)[A-Z0-9]{4,30}\b")
 _MPESA_CODE = re.compile(r"\s*(?P<ref>(?=[A-Z]*\d)(?=\d*[A-Z])[A-Z0-9]{10})\s+Confirmed")
@@ -292,7 +346,9 @@ _PAIRED_CREDIT = re.compile(r";\s*(?P<cp>[A-Z][A-Z0-9 .&'-]{1,40}?)\s+credited")
 _PAID_YOU = re.compile(
     r"(?P<cp>[A-Z][\w.'&-]*(?:[ ][A-Z][\w.'&-]*){0,3})\s+(?:paid|sent)\s+you\b"
 )
-_DEBIT_WORD = re.compile(r"[\s(](?:at|to|with|bei|chez|en|presso|aan)\s+(?:vpa\s+)?|@\s*")
+_DEBIT_WORD = re.compile(  # "[\s(]at ", "[\s(]to vpa "... or "@": one leading class
+    r"[\s(@](?:(?<=@)\s*|(?:at|to|with|bei|chez|en|presso|aan)\s+(?:vpa\s+)?)"
+)
 _CREDIT_WORD = re.compile(r"[\s(](?:from|by)\s+")
 _NAME_CHUNK = re.compile(r"[^,;:()|!\n]{1,80}")
 _DIGIT = re.compile(r"\d")
@@ -315,15 +371,17 @@ _PARTY_STOP = frozenset((
 
 # ------------------------------------------------------------------ otp fields
 
-_CODE = (
-    r"(?P<code>\d{3}[- ]\d{3}|\d{4,8})(?![\d.,]?\d)"
-    r"(?!\s*(?i:s|secs?|seconds?|mins?|minutes?|hrs?|hours?)\b)"
-)
+# A code is "123-456" or 4-8 digits; written as its first digit, then the rest, so that a
+# pattern starting with it is literal-led (see _LITERAL_LED).
+_CODE_REST = r"(?:\d{2}[- ]\d{3}|\d{3,7})"
+_CODE_END = r"(?![\d.,]?\d)(?!\s*(?i:s|secs?|seconds?|mins?|minutes?|hrs?|hours?)\b)"
+_CODE = rf"(?P<code>\d{_CODE_REST}){_CODE_END}"
 _OTP_PATTERNS = (
-    re.compile(rf"\bG-{_CODE}"),
-    re.compile(rf"(?<![\w*•.,/-]){_CODE}\s+(?i:is\b)"),
-    re.compile(
-        r"(?i:otp|code|password|passcode|pin|c[oó]digo|kode|token)\b[^\d\n]{0,40}?"
+    re.compile(rf"G(?<=\bG)-{_CODE}"),
+    re.compile(rf"(?P<code>\d(?<![\w*•.,/-]\d){_CODE_REST}){_CODE_END}\s+(?i:is\b)"),
+    re.compile(  # otp|code|password|passcode|pin|código|kode|token, any case ("\u212a" is "K")
+        r"[CcKkOoPpTt\u212a](?i:(?<=o)tp|(?<=c)ode|(?<=p)assword|(?<=p)asscode|(?<=p)in"
+        r"|(?<=c)[oó]digo|(?<=k)ode|(?<=t)oken)\b[^\d\n]{0,40}?"
         rf"(?:(?i:\bis\b|\best\b|\bes\b|adalah|lautet)|[:\-\u2013]{{1,2}})?\s*:?\s*{_CODE}"
     ),
     re.compile(rf"(?i:\b(?:use|enter)\s+){_CODE}"),
@@ -337,12 +395,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 _WORD = r"[\w&'\u2019+-]*(?:\.[\w&'\u2019+-]+)*"
 _BRAND = rf"(?P<name>[A-Z]{_WORD}(?:[ ][A-Z]{_WORD}){{0,3}})"
 _SERVICE_OWNED = re.compile(  # "is your Google verification code", "Your CRED login OTP"
-    rf"(?:\bis|\bas|\b[Yy]our)\s+(?:your\s+)?{_BRAND}\s+(?:account\s+)?"
+    rf"(?:i(?<=\bi)s|a(?<=\ba)s|Y(?<=\bY)our|y(?<=\by)our)\s+(?:your\s+)?{_BRAND}\s+(?:account\s+)?"
     r"(?:(?i:verification|confirmation|security|login|sign-in|one-time|access)\s+)?"
     r"(?i:code|otp|passcode|password|pin)\b"
 )
 _SERVICE_FOR = re.compile(  # "to log in to Swiggy", "for SBI Net Banking", "on Zomato"
-    r"\b(?:for|to|on|into|at|with)\s+"
+    r"(?:f(?<=\bf)or|t(?<=\bt)o|o(?<=\bo)n|i(?<=\bi)nto|a(?<=\ba)t|w(?<=\bw)ith)\s+"
     r"(?i:(?:log\s?in|sign\s?in)\s+(?:to\s+)?|login\s+to\s+|your\s+)?"
     rf"{_BRAND}"
 )
@@ -516,7 +574,7 @@ def _balance(low: str, spans: list[_Money]) -> tuple[float | None, int]:
 
 def _amount(low: str, spans: list[_Money], skip: int) -> tuple[float | None, str | None]:
     for value, currency, start in spans:
-        if start == skip or any(w in low[max(0, start - 16) : start] for w in _NOT_AMOUNT):
+        if start == skip or _NOT_AMOUNT.search(low, max(0, start - _NOT_AMOUNT_REACH), start):
             continue
         return (abs(value) if value is not None else None), currency
     return None, None
@@ -595,7 +653,9 @@ def _transaction_fields(
     else:
         result["amount"], result["currency"] = _amount(low, spans, balance_at)
     direction = _DIRECTION.search(low)
-    result["direction"] = "credit" if direction and direction["credit"] else "debit"
+    result["direction"] = (
+        "credit" if direction and direction.group() in _CREDIT_CUES else "debit"
+    )
     result["balance"] = balance
     result["account_tail"] = _account_tail(low)
     result["counterparty"] = _counterparty(text, low, result["direction"])
@@ -632,7 +692,7 @@ def _is_transaction(result: dict[str, Any], low: str, sender: str, *, strong: bo
         or result["reference"] is not None
     ):
         return True
-    promo = _hits(low, _PROMO)
+    promo = _hits(low, _PROMO) if _PROMO_ANY.search(low) else 0
     if strong and promo < 2:
         return True
     return not (
@@ -665,18 +725,19 @@ def parse_sms(body: str, sender: str = "") -> dict[str, Any]:
 
     # An OTP message may quote an amount ("OTP for INR 1,999.00 txn"), so it is decided
     # first; a bare "code"/"PIN" yields to booking, delivery and money signals.
+    # Decided on words first: the five code patterns cost more than the word tests.
     strong_otp = _mentions(low, _OTP_STRONG)
-    if strong_otp or _mentions(low, _OTP_WEAK):
-        code = _otp_code(text)
-        if (
-            code is not None
-            and not _mentions(low, _DELIVERY)
-            and not (_HANDOVER_CODE.search(low) and _mentions(low, _BOOKING))
-            and (strong_otp or not (spans or _mentions(low, _BOOKING)))
-        ):
-            result = _empty("otp")
-            _otp_fields(result, text, low, code, sender)
-            return result
+    if (
+        (strong_otp or (not spans and _mentions(low, _OTP_WEAK)))
+        and not _mentions(low, _DELIVERY)
+        and not (
+            (not strong_otp or _HANDOVER_CODE.search(low)) and _mentions(low, _BOOKING)
+        )
+        and (code := _otp_code(text)) is not None
+    ):
+        result = _empty("otp")
+        _otp_fields(result, text, low, code, sender)
+        return result
 
     bare = None if spans else _BARE_AMOUNT.search(low)
     if spans or bare is not None:
@@ -688,7 +749,7 @@ def parse_sms(body: str, sender: str = "") -> dict[str, Any]:
             if _is_transaction(result, low, sender, strong=strong):
                 return result
 
-    promo = _hits(low, _PROMO)
+    promo = _hits(low, _PROMO) if _PROMO_ANY.search(low) else 0
     booking = _hits(low, _BOOKING)
     delivery = _hits(low, _DELIVERY)
     if promo >= 2 or (promo and not (booking or delivery)):
