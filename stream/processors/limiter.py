@@ -180,7 +180,8 @@ RATE_WINDOW_S = 5.0
 # A grant at most this late keeps to the pacer's schedule (the next call is due 1/pace after
 # the time this one was due): asyncio's timers fire up to a millisecond late (epoll waits in
 # whole milliseconds), which without it slowed a 100/s pace to about 90/s over real HTTP. A
-# grant later than that (no slot was free) does not entitle the next one to come early.
+# grant late for want of a slot does not entitle the next one to come early: at a strict
+# spacing (burst 1) that would be refused.
 TIMER_SLACK_S = 0.001
 # Floating-point slack when comparing credit and tokens at the instant a timer computed.
 _EPS = 1e-9
@@ -372,6 +373,7 @@ class AdaptiveLimiter:
         self._held: float | None = None  # an estimate whose cruise held until a probe
         self._refused_cruise: float | None = None  # the lowest cruise pace refused lately
         self._pace_bound_at = -math.inf  # the last time the pacer held back a call
+        self._granted_at = -math.inf  # the last time a paced call was granted
         # Most calls in flight under which a call was accepted, lately; before any answer,
         # the initial limit (a burst of that size refused is a rate limiter's doing).
         self._depth_ok = initial_limit
@@ -435,7 +437,12 @@ class AdaptiveLimiter:
             self._pace_bound_at = now
             return None
         if math.isfinite(pace):
-            self._next_send = max(self._next_send, now - TIMER_SLACK_S) + 1.0 / pace
+            # A call that waited for the pacer since the last grant is late by the timer's
+            # error only: keep to the schedule. One late for want of a slot is not.
+            timer_late = self._pace_bound_at > self._granted_at
+            on_time = timer_late and now - self._next_send <= TIMER_SLACK_S
+            self._next_send = (self._next_send if on_time else now) + 1.0 / pace
+            self._granted_at = now
         self._in_flight += 1
         self._granted += 1
         self._in_flight_seqs[self._granted] = None
