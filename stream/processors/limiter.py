@@ -140,13 +140,15 @@ QUICK_CUT = 0.85
 # pause refills the bucket by up to its size, which only a long interval makes negligible.
 MIN_SAMPLE_S = 2.0
 MIN_SAMPLE_PAUSES = 5.0
-# A cruise refusal that cost at most this share of the time since the previous one (its
-# pause and the refused call) is timing jitter, not a rate too high: calls reach the
-# upstream milliseconds off their spacing over real HTTP (asyncio timers, event-loop work),
-# so a strict-spacing limiter refuses now and then at any pace near its rate. Trimming the
-# estimate for each such refusal ratcheted a strict 100/s down to 50/s; within this budget
-# the estimate holds.
+# Cruise refusals while refusals cost at most this share of the time (their pauses and the
+# refused calls, decayed over JITTER_TAU_S) are timing jitter, not a rate too high: calls
+# reach the upstream milliseconds off their spacing over real HTTP (asyncio timers,
+# event-loop stalls that release calls together), so a strict-spacing limiter refuses now
+# and then at any pace near its rate. Trimming the estimate for each such refusal ratcheted
+# a strict 100/s down to 30-50/s; within this budget the estimate holds. The budget allows
+# a bare 503 per second at 100/s, and a 1 s Retry-After per 100 s.
 JITTER_COST = 0.01
+JITTER_TAU_S = 20.0
 # A cruise measurement below this share of the estimate means the allowed rate fell.
 CHANGE_RATIO = 0.9
 # Probing: after the probe wait the pace rises by PROBE_GAIN * (2^(t / PROBE_RAMP_S) - 1),
@@ -374,6 +376,8 @@ class AdaptiveLimiter:
         self._refused_cruise: float | None = None  # the lowest cruise pace refused lately
         self._pace_bound_at = -math.inf  # the last time the pacer held back a call
         self._granted_at = -math.inf  # the last time a paced call was granted
+        self._cost = 0.0  # seconds refusals cost, decayed over JITTER_TAU_S up to _cost_at
+        self._cost_at = now
         # Most calls in flight under which a call was accepted, lately; before any answer,
         # the initial limit (a burst of that size refused is a rate limiter's doing).
         self._depth_ok = initial_limit
@@ -706,6 +710,10 @@ class AdaptiveLimiter:
             return
         elapsed = at - self._anchor_at - (paused - self._anchor_paused)
         estimate = self._estimate
+        # What this refusal cost: its own pause (a Retry-After) and the refused call.
+        self._cost = self._refusal_cost(now) * JITTER_TAU_S + self._paused_total - paused
+        self._cost += 1.0 / estimate if estimate else 0.0
+        self._cost_at = now
         if estimate is None:
             # The first refusal: the bucket was full at the start, so this is high. Too
             # few calls for a rate (a burst refused): the next success sets one instead.
@@ -745,9 +753,7 @@ class AdaptiveLimiter:
                 self._probe_wait = min(PROBE_WAIT_MAX_S, cost, 2.0 * self._probe_wait)
             self._estimate = raised
         else:
-            # What this refusal cost: its own pause (a Retry-After) and the refused call.
-            cost = self._paused_total - paused + 1.0 / cruise
-            jitter = cost <= JITTER_COST * (elapsed + cost)
+            jitter = self._refusal_cost(now) <= JITTER_COST
             self._on_cruise_refusal(estimate, cruise, accepted, elapsed, sample, jitter)
         self._restart_cruise(now, seq, at, paused)
 
@@ -762,9 +768,10 @@ class AdaptiveLimiter:
     ) -> None:
         """Refused while cruising: the estimate is too high (or the rate fell, or jitter).
 
-        `jitter`: the refusal cost at most JITTER_COST of the time since the previous one.
+        `jitter`: refusals lately cost at most JITTER_COST of the time.
         """
-        self._refused_cruise = min(cruise, self._refused_cruise or math.inf)
+        if not jitter:  # jitter says nothing about the cruise being too fast
+            self._refused_cruise = min(cruise, self._refused_cruise or math.inf)
         held, self._held = self._held, None
         if held is not None and held < estimate and sample is None:
             # A probe raised it too far: halfway back to the estimate whose cruise held.
@@ -782,6 +789,10 @@ class AdaptiveLimiter:
             self._probe_wait = PROBE_WAIT_MIN_S
         else:  # a little too high, or timing jitter
             self._estimate = estimate * (1.0 - CRUISE_MARGIN)
+
+    def _refusal_cost(self, now: float) -> float:
+        """The share of time refusals cost lately (their pauses and the refused calls)."""
+        return self._cost * math.exp(-(now - self._cost_at) / JITTER_TAU_S) / JITTER_TAU_S
 
     def _restart_cruise(self, now: float, seq: int, at: float, paused: float) -> None:
         """Measure from this refusal on; cruise from the end of its pause."""
