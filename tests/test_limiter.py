@@ -271,6 +271,58 @@ def test_the_rate_cap_spaces_calls() -> None:
     assert 100 <= granted <= 102  # one initial token, then ten per second
 
 
+def test_a_timer_a_little_late_keeps_the_pace_on_schedule() -> None:
+    # asyncio's timers fire up to a millisecond late: without keeping to the schedule, a
+    # 100/s pace sent about 90/s.
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=64, rate_max=100.0, clock=clock)
+    granted = 0
+    while clock.now <= 10.0:
+        permit = limiter.try_acquire()
+        if permit is None:
+            clock.now = (limiter.next_attempt_at() or math.inf) + 0.0009  # the timer, late
+        else:
+            granted += 1
+            permit.ignore()
+    assert granted >= 0.99 * 100.0 * 10.0
+
+
+def test_a_call_late_for_a_slot_does_not_let_the_next_come_early() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=1, max_limit=1, rate_max=100.0, clock=clock)
+    first = limiter.try_acquire()
+    assert first is not None
+    clock.now = 0.0105  # the slot frees after the call was due
+    first.ignore()
+    second = limiter.try_acquire()
+    assert second is not None
+    second.ignore()
+    assert limiter.next_attempt_at() == pytest.approx(0.0205)  # 1/pace after the grant
+
+
+def test_rare_refusals_at_a_rate_that_holds_keep_the_estimate() -> None:
+    # A bare 503 per 200 calls is timing jitter (calls reach the upstream milliseconds off
+    # their spacing), not a rate too high: trimming the estimate each time ratcheted a strict
+    # 100/s down to half of it over real HTTP.
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
+    calls = 0
+    while clock.now < 60.0:
+        permit = limiter.try_acquire()
+        if permit is None:
+            clock.now = max(clock.now + 0.01, limiter.next_attempt_at() or 0.0)
+            continue
+        calls += 1
+        if calls == 500 or (calls > 500 and calls % 200 == 0):
+            permit.dropped(status=503)
+        else:
+            permit.success(0.05)
+        if calls <= 500:
+            clock.now += 0.01  # 100/s until the first refusal sets the estimate
+    first = 500 / 5.0
+    assert (limiter.state.estimated_rate or 0.0) >= 0.97 * first
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(

@@ -443,7 +443,7 @@ class AdaptiveLimiter:
         if math.isfinite(pace):
             # A call that waited for the pacer since the last grant is late by the timer's
             # error only: keep to the schedule. One late for want of a slot is not.
-            timer_late = self._pace_bound_at > self._granted_at
+            timer_late = self._pace_bound_at >= self._granted_at
             on_time = timer_late and now - self._next_send <= TIMER_SLACK_S
             self._next_send = (self._next_send if on_time else now) + 1.0 / pace
             self._granted_at = now
