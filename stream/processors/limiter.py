@@ -32,7 +32,8 @@ refusal per window, each window's quota accepted between them.
 
 1. The first refusal sets the estimate to the calls accepted per second since the start.
 2. Calls are paced evenly at the estimate less CRUISE_MARGIN (no catch-up bursts: a strict
-   spacing limiter refuses a call that comes early).
+   spacing limiter refuses a call that comes early; only a timer's lateness of up to
+   TIMER_SLACK_S is made up, so late timers do not slow the pace).
 3. After a cruise of `probe wait` the pace probes upward, exponentially from +2 % up to
    PROBE_MAX times the estimate; held there for PROBE_HOLD_S without a refusal, that rate
    becomes the estimate. A refusal during a probe moves the estimate up to the geometric
@@ -42,7 +43,9 @@ refusal per window, each window's quota accepted between them.
 4. A refusal while cruising means the estimate is too high: when enough calls were accepted
    since the previous refusal, the measured rate replaces it if clearly lower (the allowed
    rate fell; the probe wait restarts short), else it is trimmed by CRUISE_MARGIN; a
-   refusal soon after the previous one cuts it by QUICK_CUT.
+   refusal soon after the previous one cuts it by QUICK_CUT. But while refusals cost at
+   most JITTER_COST of the time, a cruise refusal is timing jitter (calls reach the
+   upstream milliseconds off their spacing) and the estimate holds.
 5. **Quota headers** (`Quota`: X-RateLimit-*, RateLimit-*, RateLimit/RateLimit-Policy) take
    over while they last: the pace spends the remaining quota (less the calls in flight)
    evenly until the window resets; an exhausted quota pauses new calls until the reset.
