@@ -57,10 +57,14 @@ class ScriptedCollection:
         self.steps = list(steps)
         self.stored: dict[str, Doc] = {}
         self.calls: list[list[str]] = []
+        self.refuse_whole_bulk: set[str] = set()
+        """Ids whose presence fails the whole command, as FerretDB's "malformed JSON"."""
 
     async def insert_many(self, documents: list[Doc], *, ordered: bool) -> None:
         assert not ordered
         self.calls.append([d["_id"] for d in documents])
+        if self.refuse_whole_bulk.intersection(self.calls[-1]):
+            raise OperationFailure("SQL logic error: malformed JSON (1)", 1)
         step = self.steps.pop(0) if self.steps else Step()
         if step.error is not None:
             raise step.error
@@ -198,6 +202,20 @@ async def test_command_errors_never_crash_back_off_to_the_cap_and_log_rate_limit
     assert "not authorized" in lines[0]
     assert "unavailable" in lines[1]
     assert "writes again after" in lines[-1]
+
+
+async def test_a_command_error_one_document_causes_rejects_it_and_stores_the_rest(
+    scripted: Any,
+) -> None:
+    """FerretDB refuses some documents by failing the whole insert command (code 1): the
+    sink finds the culprit one document at a time instead of retrying the bulk forever."""
+    sink, collection, _ = scripted()
+    collection.refuse_whole_bulk = {"sms-2"}
+    outcome = await sink.write(docs(4))
+    assert outcome.inserted == 3
+    assert [r.index for r in outcome.rejected] == [2]
+    assert "malformed JSON" in outcome.rejected[0].message
+    assert set(collection.stored) == {"sms-0", "sms-1", "sms-3"}
 
 
 async def test_unhealthy_while_failing(scripted: Any) -> None:

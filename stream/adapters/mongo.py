@@ -14,7 +14,11 @@ Every failure is classified, none crashes the member:
     per-document write error, other code                     -> retried UNCLASSIFIED_ATTEMPTS
                                                                 times, then DocumentRejected
     a document BSON cannot encode (InvalidDocument, Overflow) -> that one DocumentRejected
-    any other command error (auth, unknown)                  -> retry the batch (backoff), log
+    auth errors (13, 18)                                     -> retry the batch (backoff), log
+    any other command error                                  -> the documents one at a time;
+                                                                one alone that keeps failing
+                                                                UNCLASSIFIED_ATTEMPTS times
+                                                                -> DocumentRejected
 
 Retries go on for as long as it takes: the caller does not settle (so does not commit) until
 `write` returns, the consumer pauses meanwhile, and shutdown bounds it by cancelling. Every
@@ -131,6 +135,11 @@ ACCOUNT_INDEX = IndexModel(_ACCOUNT_KEYS, name="account_received_at")
 """The same, for servers without `partialFilterExpression` (FerretDB v1)."""
 _UNSUPPORTED_OPTION_CODES = frozenset((2, 67, 197, 238))
 """BadValue, CannotCreateIndex, InvalidIndexSpecificationOption, NotImplemented."""
+
+
+CONFIGURATION_CODES = frozenset((13, 18))
+"""Unauthorized, AuthenticationFailed: every write fails alike until an operator fixes the
+credentials; retried (readiness false), never blamed on a document."""
 
 
 def _code(exc: PyMongoError) -> int | None:
@@ -267,6 +276,24 @@ class MongoSink:
                 rejected += refused
                 failed = {r.index for r in refused}
                 remaining = [item for item in remaining if item[0] not in failed]
+            except OperationFailure as exc:
+                if _is_transient(exc) or exc.code in CONFIGURATION_CODES:
+                    failure = exc
+                elif len(remaining) > 1:
+                    # A command error may be one document's doing (FerretDB fails a whole
+                    # insert with code 1 for some documents): find it one at a time.
+                    for index, document in remaining:
+                        alone = await self.write([document])
+                        inserted += alone.inserted
+                        rejected += [DocumentRejected(index, r.message) for r in alone.rejected]
+                    break
+                else:
+                    index = remaining[0][0]
+                    unclassified[index] = unclassified.get(index, 0) + 1
+                    if unclassified[index] >= UNCLASSIFIED_ATTEMPTS:
+                        rejected.append(DocumentRejected(index, f"code {exc.code}: {exc}"))
+                        break
+                    failure = exc
             except PyMongoError as exc:
                 failure = exc
             else:
