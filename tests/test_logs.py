@@ -48,7 +48,7 @@ def restore_logging() -> Iterator[None]:
     """`configure` rewires the root logger; give the next test pytest's wiring back."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    libraries = {n: logging.getLogger(n).level for n in ("aiokafka", "httpx", "httpcore")}
+    libraries = {n: logging.getLogger(n).level for n in ("aiokafka",)}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -123,15 +123,6 @@ def test_configure_picks_text_on_a_terminal_and_json_elsewhere(restore_logging: 
         line = stream.getvalue().strip()
         assert line.startswith("{") is is_json, (fmt, line)
         assert "hello" in line
-
-
-def test_httpx_request_lines_are_quiet(restore_logging: None) -> None:
-    out = io.StringIO()
-    logs.configure("INFO", "json", out)
-    logging.getLogger("httpx").info('HTTP Request: POST http://x/v1/parse "HTTP/1.1 200 OK"')
-    logging.getLogger("httpcore.connection").info("connect_tcp.started")
-    logging.getLogger("httpx").warning("kept")
-    assert [orjson.loads(line)["event"] for line in out.getvalue().splitlines()] == ["kept"]
 
 
 def test_retriable_kafka_errors_are_lowered_and_real_ones_kept() -> None:

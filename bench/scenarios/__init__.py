@@ -11,6 +11,7 @@ from bench.figures import ScenarioResult
 from bench.harness import Context
 from bench.scenarios import (
     batch_sweep,
+    http_cost,
     latency,
     parser,
     peers,
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "peers": (peers.run, "stream run vs Quix Streams, arroyo, the loop, a bare getmany"),
     "batch-sweep": (batch_sweep.run, "STREAM_BATCH_MAX 1..2000: SMS/s and p99 delay"),
     "scaling": (scaling.run, "1, 2, 3 consumers of one group: aggregate SMS/s"),
+    "http-cost": (http_cost.run, "CPU per HTTP-processed SMS vs a bare httpx loop"),
     "slow-api": (slow_api.run, "http processor vs one call at a time; rate-limited goodput"),
     "latency": (latency.run, "produce-to-stored delay at a fixed rate"),
     "recovery": (recovery.run, "kill -9 one of two consumers under load"),

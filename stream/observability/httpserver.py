@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 # 16 KiB heads, like common proxies; a longer head is answered 431.
 DEFAULT_MAX_HEAD_BYTES = 16 << 10
-# Longer than httpx's 5 s keep-alive expiry, so the client closes idle connections first
-# and never reuses one the server is closing; also bounds a request that trickles in.
+# Longer than the clients' 5 s keep-alive expiry (ours, httpx's), so they close idle ones first
+# and never reuse one the server is closing; also bounds a request that trickles in.
 DEFAULT_IDLE_TIMEOUT_S = 30.0
 # Time requests in progress get to finish on close before they are cancelled.
 DEFAULT_SHUTDOWN_GRACE_S = 5.0

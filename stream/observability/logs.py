@@ -8,11 +8,10 @@ not a terminal, text when it is (`STREAM_LOG_FORMAT` overrides).
 SMS bodies are never logged; phone numbers and sender ids only through `mask`, which keeps
 the last digits an operator needs to correlate a complaint.
 
-Library noise is cut where it says nothing an operator acts on: httpx and httpcore log one
-INFO line per request (quieted to WARNING), and aiokafka logs errors it retries itself at
-ERROR, e.g. `GroupCoordinatorNotAvailableError` while a new group's coordinator is elected.
-Those (its errors flagged `retriable`) are lowered to DEBUG during `STARTUP_GRACE_S` and to
-WARNING after it; aiokafka's other errors stay ERROR.
+Library noise is cut where it says nothing an operator acts on: aiokafka logs errors it
+retries itself at ERROR, e.g. `GroupCoordinatorNotAvailableError` while a new group's
+coordinator is elected. Those (its errors flagged `retriable`) are lowered to DEBUG during
+`STARTUP_GRACE_S` and to WARNING after it; aiokafka's other errors stay ERROR.
 """
 
 from __future__ import annotations
@@ -44,9 +43,6 @@ aiokafka's retried errors before then are expected, not news."""
 
 REPEAT_WINDOW_S = 30.0
 """A library's same line (an outage's reconnect attempts) is said twice a minute at most."""
-
-QUIET_LIBRARIES = ("httpx", "httpcore")
-"""One INFO line per HTTP call (596 of 606 lines for 500 SMS): WARNING and above only."""
 
 _RECORD_ATTRIBUTES = frozenset(
     logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__
@@ -186,7 +182,5 @@ def configure(level: str, fmt: str = "auto", stream: TextIO | None = None) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
-    for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(threshold, logging.WARNING))
     # aiokafka logs every rebalance step and retried request at INFO/WARNING; ours say it once.
     logging.getLogger("aiokafka").setLevel(max(threshold, logging.ERROR))

@@ -37,16 +37,23 @@ import math
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import httpx
 import orjson
 
 from stream.config import Settings
 from stream.errors import PermanentError, SystemicError, TransientError
 from stream.observability.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
+from stream.processors.httpclient import (
+    BadEncoding,
+    ConnectFailed,
+    HttpClient,
+    HttpClientError,
+    Reply,
+    Timeout,
+)
 from stream.processors.lifecycle import Lifecycle
 from stream.processors.limiter import AdaptiveLimiter, Permit, Quota
 from stream.sms.models import Outcome, Sms
@@ -93,16 +100,8 @@ PROBE_SMS = {
     "received_at": "2000-01-01T00:00:00+00:00",
 }
 """The fixed SMS `probe` sends: cheap to parse, and recognisable in the upstream's logs."""
-SHARD_CONNECTIONS = 4
-"""Connections per httpx client. httpcore's pool does work quadratic in its connections on
-every request: one client of 64 connections cost 9 ms of CPU per call here, clients of 4
-about 1 ms; so the pool is split into small clients (see `_ClientPool`)."""
-SHARD_HEADROOM = 2
-"""Spare connections per client, so a pool wait never passes for API latency."""
 CONNECT_TIMEOUT_S = 5.0
 """Connecting is quick or broken; failing fast lets the limiter see the outage."""
-WRITE_TIMEOUT_S = 5.0
-"""A request is a few KiB: a write that stalls this long means a dead peer."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -143,7 +142,7 @@ def _params(item: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, sep, value in pairs if sep}
 
 
-def parse_quota(headers: httpx.Headers, now_unix: float | None = None) -> Quota | None:
+def parse_quota(headers: Mapping[str, str], now_unix: float | None = None) -> Quota | None:
     """What the rate-limit headers of a response announce, if it has any.
 
     Reads, first match wins: the structured `RateLimit: "p";r=..;t=..` with
@@ -151,6 +150,7 @@ def parse_quota(headers: httpx.Headers, now_unix: float | None = None) -> Quota 
     (earlier drafts: Reset in seconds, Limit may carry `;w=`); `X-RateLimit-Remaining/
     Reset/Limit`, whose Reset is seconds from now or, when larger than UNIX_TIME_AFTER, a
     Unix time (compared with `now_unix`, the wall clock by default). Unreadable -> None.
+    `headers` are looked up by lower-case name.
     """
     structured = headers.get("ratelimit")
     if structured is not None:
@@ -188,57 +188,12 @@ def _systemic_cause(exc: BaseException) -> str | None:
     return None
 
 
-class _ClientPool:
-    """Enough small httpx clients for `limit_max` calls; each call uses the least busy one.
-
-    The limiter keeps at most `limit_max` calls in flight, and least-busy routing then
-    puts at most ceil(limit_max / clients) on any one client, below its connection limit:
-    together they hold `limit_max` plus headroom connections, and no call waits for one.
-    One TLS context is shared, as loading the CA bundle costs ~20 ms per client.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        headers = {"content-type": "application/json"}
-        if settings.api_token:
-            headers["authorization"] = f"Bearer {settings.api_token}"
-        count = math.ceil(settings.limit_max / SHARD_CONNECTIONS)
-        per_client = math.ceil(settings.limit_max / count) + SHARD_HEADROOM
-        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
-        timeout = httpx.Timeout(
-            connect=CONNECT_TIMEOUT_S,
-            read=settings.api_timeout_s,
-            write=WRITE_TIMEOUT_S,
-            pool=settings.api_timeout_s,
-        )
-        tls = httpx.create_ssl_context(trust_env=False)
-        self._clients = [
-            httpx.AsyncClient(
-                headers=headers, timeout=timeout, limits=limits, verify=tls, trust_env=False
-            )
-            for _ in range(count)
-        ]
-        self._busy = [0] * count
-
-    async def post(self, url: str, content: bytes) -> httpx.Response:
-        """POST through the least busy client; raises what httpx raises."""
-        index = self._busy.index(min(self._busy))
-        self._busy[index] += 1
-        try:
-            return await self._clients[index].post(url, content=content)
-        finally:
-            self._busy[index] -= 1
-
-    async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
-
-
 class HttpProcessor(Lifecycle):
     """POSTs each SMS to the parse API, concurrently, under an AdaptiveLimiter it owns.
 
-    The connection pool is larger than the limiter's maximum (see `_ClientPool`). The API
-    token travels only in the clients' default headers (which httpx masks in reprs); it is
-    never logged, and error messages name neither it nor the URL.
+    The limiter bounds the calls in flight, and so the client's connections. The API token
+    travels only in the client's prebuilt request head; it is never logged, and error
+    messages name neither it nor the URL.
     """
 
     name = "http"
@@ -262,7 +217,15 @@ class HttpProcessor(Lifecycle):
         self._max_attempts = max_attempts
         self._retry_budget_s = retry_budget_s
         self._clock = clock
-        self._clients = _ClientPool(settings)
+        headers = {"content-type": "application/json"}
+        if settings.api_token:
+            headers["authorization"] = f"Bearer {settings.api_token}"
+        self._client = HttpClient(
+            settings.api_url,
+            headers,
+            timeout_s=settings.api_timeout_s,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+        )
 
     @property
     def limiter(self) -> AdaptiveLimiter:
@@ -281,7 +244,7 @@ class HttpProcessor(Lifecycle):
     async def aclose(self) -> None:
         """Close the connection pool; later calls to process_many raise RuntimeError."""
         await super().aclose()
-        await self._clients.aclose()
+        await self._client.aclose()
 
     async def process_many(self, batch: Sequence[Sms]) -> list[Outcome]:
         """Every SMS concurrently; the limiter decides how many calls are in flight."""
@@ -311,44 +274,47 @@ class HttpProcessor(Lifecycle):
         with await self._limiter.acquire() as permit:
             started = time.perf_counter()
             try:
-                response = await self._clients.post(self._url, content=payload)
-            except httpx.TimeoutException:
-                API_RESPONSES.labels("timeout").inc()
-                permit.dropped()
-                return TransientError("parse API: timed out", reason="timeout")
-            except httpx.TransportError as exc:
-                API_RESPONSES.labels("error").inc()
-                cause = _systemic_cause(exc)
-                if cause is not None:
-                    permit.ignore()
-                    what = "TLS handshake failed" if cause == "tls" else "host name not found"
-                    return SystemicError(
-                        f"parse API: {what} (check STREAM_API_URL)",
-                        reason=cause,
-                        setting="STREAM_API_URL",
-                    )
-                permit.dropped()
-                reason = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
-                return TransientError(f"parse API: {type(exc).__name__}", reason=reason)
-            except httpx.DecodingError:
-                API_RESPONSES.labels("error").inc()
-                permit.ignore()  # the upstream's bug, not its load
-                return TransientError(
-                    "parse API: response body could not be decoded (bad Content-Encoding)",
-                    reason="bad_encoding",
-                )
+                reply = await self._client.post(payload)
+            except HttpClientError as exc:
+                return self._failed(exc, permit)
             latency = time.perf_counter() - started
             API_LATENCY.observe(latency)
-            return self._classify(response, permit, latency)
+            return self._classify(reply, permit, latency)
 
-    def _classify(self, response: httpx.Response, permit: Permit, latency: float) -> Outcome:
-        status = response.status_code
-        quota = parse_quota(response.headers)
+    @staticmethod
+    def _failed(exc: HttpClientError, permit: Permit) -> Outcome:
+        """A call without a usable answer: what it says about the upstream, and the outcome."""
+        API_RESPONSES.labels("timeout" if isinstance(exc, Timeout) else "error").inc()
+        if isinstance(exc, Timeout):
+            permit.dropped()
+            return TransientError("parse API: timed out", reason="timeout")
+        if isinstance(exc, BadEncoding):
+            permit.ignore()  # the upstream's bug, not its load
+            return TransientError(
+                "parse API: response body could not be decoded (bad Content-Encoding)",
+                reason="bad_encoding",
+            )
+        cause = _systemic_cause(exc)
+        if cause is not None:
+            permit.ignore()
+            what = "TLS handshake failed" if cause == "tls" else "host name not found"
+            return SystemicError(
+                f"parse API: {what} (check STREAM_API_URL)",
+                reason=cause,
+                setting="STREAM_API_URL",
+            )
+        permit.dropped()
+        reason = "connect" if isinstance(exc, ConnectFailed) else "transport"
+        return TransientError(f"parse API: {type(exc).__name__}", reason=reason)
+
+    def _classify(self, reply: Reply, permit: Permit, latency: float) -> Outcome:
+        status = reply.status
+        quota = parse_quota(reply.headers)
         if 200 <= status < 300:
             API_RESPONSES.labels("2xx").inc()
             permit.success(latency, quota)
             try:
-                return validate_result(orjson.loads(response.content))
+                return validate_result(orjson.loads(reply.body))
             except orjson.JSONDecodeError:
                 return PermanentError(
                     f"parse API: HTTP {status} body is not JSON", reason="invalid_result"
@@ -357,7 +323,7 @@ class HttpProcessor(Lifecycle):
                 return exc
         if status == 408 or status == 429 or 500 <= status < 600:
             API_RESPONSES.labels("429" if status == 429 else f"{status // 100}xx").inc()
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(reply.headers.get("retry-after"))
             if status in REFUSAL_STATUSES:
                 permit.dropped(retry_after, status=status, quota=quota)
             elif status in CAPACITY_STATUSES:
