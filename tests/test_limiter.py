@@ -390,6 +390,18 @@ async def test_acquire_waits_for_a_slot_first_come_first_served() -> None:
     assert limiter.state.in_flight == 0
 
 
+async def test_paced_acquires_keep_the_pace_over_real_timers() -> None:
+    # asyncio's timers fire 1-2 ms late (epoll waits in whole milliseconds): scheduling each
+    # call from the last grant sent 86/s at a pace of 100/s; keeping to the schedule within
+    # a fixed 1 ms of lateness, 93-95 %.
+    limiter = AdaptiveLimiter(initial_limit=64, rate_max=200.0)
+    grants: list[float] = []
+    for _ in range(201):
+        (await limiter.acquire()).ignore()
+        grants.append(time.monotonic())
+    assert 200 / (grants[-1] - grants[0]) >= 0.98 * 200.0
+
+
 async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     limiter = AdaptiveLimiter(min_limit=1, initial_limit=1, max_limit=1)
     first = await limiter.acquire()
@@ -588,13 +600,13 @@ def test_versus_the_old_ways(figures: dict[str, list[Figures]]) -> None:
 # the floor it reaches, marked BELOW_GOAL, so a regression still fails.
 
 SHAPE_BARS: dict[str, tuple[float, float]] = {
-    "spacing 503": (0.75, 0.02),  # BELOW_GOAL 0.9: 3 ms jitter against a 10 ms spacing
-    "bucket b1": (0.6, 0.01),  # BELOW_GOAL 0.95: jitter refusals cost a 1 s Retry-After each
-    "bucket b10": (0.83, 0.01),  # BELOW_GOAL 0.95: slow start's estimate is cut in steps
+    "spacing 503": (0.85, 0.02),  # BELOW_GOAL 0.9: 1 ms jitter against a 10 ms spacing
+    "bucket b1": (0.7, 0.01),  # BELOW_GOAL 0.95: jitter refusals cost a 1 s Retry-After each
+    "bucket b10": (0.85, 0.01),  # BELOW_GOAL 0.95: slow start's estimate is cut in steps
     "bucket b100": (0.95, 0.01),
     "bucket b1000": (0.95, 0.01),
     "bucket 300/3000": (0.95, 0.01),
-    "window 1s": (0.75, 0.01),  # BELOW_GOAL 0.95: a whole-second Retry-After skips a window
+    "window 1s": (0.78, 0.01),  # BELOW_GOAL 0.95: a whole-second Retry-After skips a window
     "window 10s": (0.95, 0.01),
     "window 60s": (0.95, 0.01),
     "headers 10s": (0.96, 0.0),  # BELOW_GOAL 0.98: resets in whole seconds
