@@ -7,7 +7,7 @@ import io
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from stream.devkit.demo import PLAIN_LINE_EVERY_S, Progress, processed_records
+from stream.devkit.demo import PLAIN_LINE_EVERY_S, Progress, goodput_line, processed_records
 
 
 class _Terminal(io.StringIO):
@@ -72,3 +72,16 @@ def test_on_a_terminal_progress_redraws_one_line() -> None:
         "processing... 10 of 10 records processed",
         "every record processed and committed",
     ]
+
+
+def test_goodput_leaves_out_the_warm_up_and_the_tail_and_counts_idle_seconds() -> None:
+    warm_up = [{"t": t, "ok": 50, "429": 3} for t in range(10)]
+    steady = [{"t": t, "ok": 270} for t in range(10, 40) if t != 25]  # second 25: paused
+    tail = [{"t": 40, "ok": 600}, {"t": 41, "ok": 40}]
+    line = goodput_line([*warm_up, *steady, *tail], 300.0)
+    assert f"{270 * 29 / 30:.0f} calls/s" in line  # 30 s, one of them with nothing accepted
+    assert f"{270 * 29 / 30 / 300:.2f} of the 300/s" in line
+
+
+def test_goodput_says_when_the_run_was_too_short() -> None:
+    assert "too short" in goodput_line([{"t": t, "ok": 100} for t in range(12)], 300.0)
