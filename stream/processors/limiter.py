@@ -42,6 +42,8 @@ refusal per window, each window's quota accepted between them.
    Retry-After makes every failed probe expensive, a bare 503 costs one call); only a rise
    of a change's worth (1 / CHANGE_RATIO) restarts the wait short: a smaller one is
    mostly a bucket absorbing the probe, and restarting on it cost a Retry-After per probe.
+   Two probes in a row refused at the same pace (within SAME_PACE), ramping from different
+   estimates, mean a bucket too small to absorb anything: that pace is the rate.
 4. A refusal while cruising means the estimate is too high: when enough calls were accepted
    since the previous refusal, the measured rate replaces it if clearly lower (the allowed
    rate fell; the probe wait restarts short), else it is trimmed by CRUISE_MARGIN; a
@@ -169,6 +171,9 @@ PROBE_STEP = 0.5
 # ...unless the probe had sent fewer than this many calls above the cruise when it was
 # refused: then the bucket is tiny and the refused pace is the allowed rate, give or take.
 TINY_PROBE_CALLS = 5.0
+# Likewise when a probe is refused within SAME_PACE of the pace the previous probe was
+# refused at (each ramped from a different estimate).
+SAME_PACE = 0.05
 # The wait before a probe: short after a change, doubling with each failed probe, up to the
 # maximum and to PROBE_COST_RATIO times the pause a failed probe cost (so failed probes
 # cost <= 1/PROBE_COST_RATIO of the time: a 1 s Retry-After allows one per 40 s).
@@ -390,6 +395,7 @@ class AdaptiveLimiter:
         self._probe_wait = PROBE_WAIT_MIN_S
         self._held: float | None = None  # an estimate whose cruise held until a probe
         self._refused_cruise: float | None = None  # the lowest cruise pace refused lately
+        self._refused_probe: float | None = None  # the pace the last refused probe had
         self._pace_bound_at = -math.inf  # the last time the pacer held back a call
         self._held_back = False  # the pacer held back a call since the last paced grant
         self._timer_lateness = 0.0  # usual lateness of a grant the pacer held back
@@ -761,8 +767,13 @@ class AdaptiveLimiter:
             gain = PROBE_GAIN * (
                 PROBE_RAMP_S / math.log(2) * (2.0 ** (into / PROBE_RAMP_S) - 1) - into
             )
+            again, self._refused_probe = self._refused_probe, permit._pace
             if cruise * gain < TINY_PROBE_CALLS:  # calls sent above the cruise so far
                 step = permit._pace / (1.0 + CRUISE_MARGIN)
+            elif again is not None and abs(permit._pace / again - 1.0) <= SAME_PACE:
+                # Refused at the pace the last probe was refused at, from another start: a
+                # bucket would have let a ramp from lower go further. That pace is the rate.
+                step = min(permit._pace, again) / (1.0 + 2 * CRUISE_MARGIN)
             else:
                 step = estimate * (permit._pace / estimate) ** PROBE_STEP
             if self._refused_cruise is not None:  # stay below a cruise that was refused
