@@ -98,6 +98,13 @@ def _text(*, required: bool = False) -> Callable[[str], str]:
     return parse
 
 
+def _header_value(text: str) -> str:
+    """A value sent in an HTTP header: printable ASCII, or a request could be split."""
+    if not all(" " <= char <= "~" for char in text):
+        raise ValueError("must be printable ASCII (it is sent in an HTTP header)")
+    return text
+
+
 def _integer(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -245,7 +252,7 @@ class Settings:
         "STREAM_API_TOKEN",
         "",
         "secret sent as `Authorization: Bearer <token>`; never logged",
-        _text(),
+        _header_value,
         secret=True,
     )
     api_timeout_s: float = _setting(

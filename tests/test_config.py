@@ -117,12 +117,18 @@ def test_values_the_old_reader_refused_are_accepted() -> None:
         ({"STREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "STREAM_KAFKA_SASL_MECHANISM"),
         ({"STREAM_KAFKA_SASL_MECHANISM": "GSSAPI"}, "STREAM_KAFKA_SASL_MECHANISM"),
         ({"STREAM_BATCH_SIZE": "10"}, "STREAM_BATCH_SIZE"),
+        ({"STREAM_API_TOKEN": "tok\r\nX-Injected: 1"}, "STREAM_API_TOKEN"),
     ],
 )
 def test_bad_value_names_the_setting(env: dict[str, str], setting: str) -> None:
     refused = _refused(env)
     assert list(refused) == [setting]
     assert refused[setting].startswith(f"{setting}: ")
+
+
+def test_a_refused_token_is_not_echoed() -> None:
+    (message,) = _refused({"STREAM_API_TOKEN": "s3cret\x01"}).values()
+    assert "s3cret" not in message
 
 
 def test_every_problem_is_reported_at_once() -> None:

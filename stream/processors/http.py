@@ -213,7 +213,6 @@ class HttpProcessor(Lifecycle):
             rate_max=settings.rate_max,
             clock=clock,
         )
-        self._url = settings.api_url
         self._max_attempts = max_attempts
         self._retry_budget_s = retry_budget_s
         self._clock = clock

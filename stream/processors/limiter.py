@@ -551,7 +551,7 @@ class AdaptiveLimiter:
         elif self._timer is None or abs(self._timer_at - at) > _EPS:
             self._cancel_timer()
             self._timer_at = at
-            early = TIMER_EARLY_S if 1.0 / self._pace(now) >= PRECISE_GAP_MIN_S else 0.0
+            early = TIMER_EARLY_S if self._pace(now) * PRECISE_GAP_MIN_S <= 1.0 else 0.0
             self._timer = self._loop.call_later(max(0.0, at - now - early), self._on_timer)
 
     def _on_timer(self) -> None:
