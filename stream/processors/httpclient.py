@@ -76,15 +76,13 @@ class Reply:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
 class _Parsed:
     """What `_parse` found at the head of the receive buffer: one whole answer."""
 
-    __slots__ = ("consumed", "keep_alive", "reply")
-
-    def __init__(self, reply: Reply, consumed: int, keep_alive: bool) -> None:
-        self.reply = reply
-        self.consumed = consumed
-        self.keep_alive = keep_alive
+    reply: Reply
+    consumed: int
+    keep_alive: bool
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
