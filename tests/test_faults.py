@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from pipeline_support import (
 )
 
 from stream.devkit.stack import MONGO_ENV, StackEndpoints, down, ensure_up, kill
+from stream.devkit.stack.process import free_port
 from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
 
 pytestmark = pytest.mark.stack
@@ -261,6 +264,59 @@ async def test_wrong_token_halts_without_dead_lettering_and_resumes_once_fixed(
     assert len([e for e in errors if "halted" in e]) == 1, "one ERROR line for the halt"
     assert "STREAM_API_TOKEN" in errors[0]
     assert "old-secret" not in log
+
+
+def _start_upstream(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The reference upstream in a process of its own, so it can be killed with -9."""
+    argv = [sys.executable, "-m", "stream", "upstream", "--port", str(port), "--latency", "0.02"]
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def _upstream_answers(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(f"http://127.0.0.1:{port}/stats")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def test_upstream_kill_9_and_restart_on_the_same_port_loses_nothing(
+    stack: StackEndpoints, new_topic: Any, mongo_db: Any, unique_name: Any, tmp_path: Path,
+) -> None:
+    """The parse API dies mid-run with keep-alive connections open and comes back on its
+    port: the client reconnects, the calls that failed meanwhile are retried (in process,
+    then through the retry topics), and every SMS is stored once, none dead-lettered."""
+    topic = await new_topic(partitions=3)
+    port = free_port()
+    upstream = _start_upstream(port, tmp_path / "upstream.log")
+    try:
+        await eventually(lambda: _upstream_answers(port), what="upstream up")
+        settings = settings_for(
+            stack, topic, mongo_db.name, unique_name("group"),
+            processor="http", api_url=f"http://127.0.0.1:{port}/v1/parse",
+            retry_delays_s=(2.0, 5.0, 10.0),
+        )
+        total = 3000
+        await produce(settings.kafka_bootstrap, topic, [sms_value(n) for n in range(total)])
+        collection = mongo_db["messages"]
+        process = StreamProcess(settings, tmp_path / "run.log")
+        try:
+            await eventually(lambda: _stored_at_least(collection, 300), what="some SMS stored")
+            upstream.kill()
+            upstream.wait()
+            upstream = _start_upstream(port, tmp_path / "upstream.log")
+            await eventually(lambda: _upstream_answers(port), what="upstream back")
+            await eventually(lambda: _stored_at_least(collection, total), within=120,
+                             what="every SMS stored")
+            await eventually(lambda: _committed_is(settings, total), within=60, what="lag 0")
+        finally:
+            assert await process.stop() == 0
+    finally:
+        upstream.kill()
+        upstream.wait()
+    assert await _ledger(collection, settings, total) == (total, total)
+    assert await read_topic(settings.kafka_bootstrap, settings.dlq_topic) == []
 
 
 async def _halted_readiness(http: Any) -> dict[str, Any] | None:
