@@ -30,7 +30,8 @@ the bucket did not overflow in between (TCP BBR's policer detection, ``lt_bw`` i
 ``tcp_bbr.c``, measures the same way). A fixed window shows itself the same way: one
 refusal per window, each window's quota accepted between them.
 
-1. The first refusal sets the estimate to the calls accepted per second since the start.
+1. The first refusal sets the estimate to the calls accepted per second since the start,
+   or over its last half second if more (slow start's ramp makes the average low).
 2. Calls are paced evenly at the estimate less CRUISE_MARGIN (no catch-up bursts: a strict
    spacing limiter refuses a call that comes early). The timers' usual lateness, learnt
    as it happens, is made up, so late timers do not slow the pace; a longer stall is not.
@@ -47,9 +48,12 @@ refusal per window, each window's quota accepted between them.
 4. A refusal while cruising means the estimate is too high: when enough calls were accepted
    since the previous refusal, the measured rate replaces it if clearly lower (the allowed
    rate fell; the probe wait restarts short), else it is trimmed by CRUISE_MARGIN; a
-   refusal soon after the previous one cuts it by QUICK_CUT. But while refusals cost at
-   most JITTER_COST of the time, a cruise refusal is timing jitter (calls reach the
-   upstream milliseconds off their spacing) and the estimate holds.
+   refusal soon after the previous one cuts it by QUICK_CUT, or, after a few such, to the
+   rate that fits them: each began and ended with the bucket empty, so its accepted calls
+   are the pause's refill (up to the bucket's size, or a window's quota) plus the rate
+   times the sending time (`_fit_refill`). But while refusals cost at most JITTER_COST of
+   the time, a cruise refusal is timing jitter (calls reach the upstream milliseconds off
+   their spacing) and the estimate holds.
 5. **Quota headers** (`Quota`: X-RateLimit-*, RateLimit-*, RateLimit/RateLimit-Policy) take
    over while they last: the pace spends the remaining quota (less the calls in flight)
    evenly until the window resets; an exhausted quota pauses new calls until the reset.
@@ -143,6 +147,25 @@ CRUISE_MARGIN = 0.015
 # fast" (QUICK_CUT) rather than a rate.
 MIN_SAMPLE_CALLS = 10
 QUICK_CUT = 0.85
+# Refused again and again soon after each pause: each such segment between two refusals
+# sent faster than the upstream refills, so its calls are what the pause refilled (up to
+# the bucket's size) plus the rate times the sending time. Over the last
+# DRAIN_FIT_SEGMENTS of them the rate and bucket size that fit best (`_fit_refill`)
+# replace QUICK_CUT's guess: a first estimate 2-5x too high (calls accepted in slow start's
+# first burst) fell in one step per refusal, 8-18 refusals, and now falls in two or three.
+DRAIN_FIT_SEGMENTS = 3
+# A segment counts only when it sent for at most this share of its pause: a refill that
+# waits longer than the pause ends, as a fixed window's quota does, breaks the model.
+DRAIN_SEND_SHARE = 0.5
+# ...and the segments' sending times must differ by this many calls at the fitted rate:
+# segments sent at one pace fit a window and a bucket alike (S2 fell to 2/3 of its rate).
+DRAIN_FIT_SPREAD_CALLS = 3.0
+# The first refusal's estimate is at least the calls granted over its last
+# FIRST_RATE_WINDOW_S: slow start ramps from a few calls per round trip, so the average since
+# the start was half the allowed rate behind a bucket of 0.1 s (the demo's 300/s: 173/s),
+# and a probe from there took 20 s to find the rest. A first estimate too high costs a
+# refusal or two instead, now that `_fit_refill` brings it down.
+FIRST_RATE_WINDOW_S = 0.5
 # A measurement also needs this much sending time, and this many times the last pause: a
 # pause refills the bucket by up to its size, which only a long interval makes negligible.
 MIN_SAMPLE_S = 2.0
@@ -396,6 +419,9 @@ class AdaptiveLimiter:
         self._held: float | None = None  # an estimate whose cruise held until a probe
         self._refused_cruise: float | None = None  # the lowest cruise pace refused lately
         self._refused_probe: float | None = None  # the pace the last refused probe had
+        # Short cruise segments in a row: (accepted, sending s, paused s) each.
+        self._drained: list[tuple[float, float, float]] = []
+        self._first_grants: collections.deque[float] = collections.deque(maxlen=4096)
         self._pace_bound_at = -math.inf  # the last time the pacer held back a call
         self._held_back = False  # the pacer held back a call since the last paced grant
         self._timer_lateness = 0.0  # usual lateness of a grant the pacer held back
@@ -473,6 +499,8 @@ class AdaptiveLimiter:
             self._next_send = due + 1.0 / pace
         self._in_flight += 1
         self._granted += 1
+        if self._estimate is None:
+            self._first_grants.append(now)
         self._in_flight_seqs[self._granted] = None
         return Permit(self, now, self._epoch, self._limit, self._granted, self._in_flight, pace)
 
@@ -747,9 +775,13 @@ class AdaptiveLimiter:
             # The first refusal: the bucket was full at the start, so this is high. Too
             # few calls for a rate (a burst refused): the next success sets one instead.
             if accepted >= MIN_SAMPLE_CALLS:
-                self._estimate = accepted / max(elapsed, now - self._anchor_at)
+                recent = sum(1 for t in self._first_grants if t >= at - FIRST_RATE_WINDOW_S)
+                self._estimate = max(
+                    accepted / max(elapsed, now - self._anchor_at), recent / FIRST_RATE_WINDOW_S
+                )
             else:
                 self._estimate_pending = True
+            self._first_grants.clear()
             self._restart_cruise(now, seq, at, paused)
             return
         pause = paused - self._anchor_paused
@@ -779,6 +811,7 @@ class AdaptiveLimiter:
             if self._refused_cruise is not None:  # stay below a cruise that was refused
                 step = min(step, math.sqrt(estimate * self._refused_cruise))
             raised = max(estimate, step, sample or 0.0)
+            self._drained.clear()
             self._held = estimate  # its cruise held through the probe wait
             if raised >= estimate / CHANGE_RATIO:  # the allowed rate rose: probe again soon
                 self._probe_wait = PROBE_WAIT_MIN_S
@@ -788,34 +821,50 @@ class AdaptiveLimiter:
             self._estimate = raised
         else:
             jitter = self._refusal_cost(now) <= JITTER_COST
-            self._on_cruise_refusal(estimate, cruise, accepted, elapsed, sample, jitter)
+            segment = (float(accepted), elapsed, pause)
+            self._on_cruise_refusal(estimate, cruise, segment, sample, jitter)
         self._restart_cruise(now, seq, at, paused)
 
     def _on_cruise_refusal(
         self,
         estimate: float,
         cruise: float,
-        accepted: int,
-        elapsed: float,
+        segment: tuple[float, float, float],
         sample: float | None,
         jitter: bool,
     ) -> None:
         """Refused while cruising: the estimate is too high (or the rate fell, or jitter).
 
-        `jitter`: refusals lately cost at most JITTER_COST of the time.
+        `segment` is (calls accepted, seconds sending, seconds paused) since the previous
+        refusal; `jitter`: refusals lately cost at most JITTER_COST of the time.
         """
+        accepted, elapsed, pause = segment
+        short = accepted < MIN_SAMPLE_CALLS or elapsed < MIN_SAMPLE_S
+        drained = self._drained
+        if accepted >= MIN_SAMPLE_CALLS and elapsed <= DRAIN_SEND_SHARE * pause and not jitter:
+            drained.append(segment)
+            del drained[:-DRAIN_FIT_SEGMENTS]
+        else:
+            drained.clear()
         if not jitter:  # jitter says nothing about the cruise being too fast
             self._refused_cruise = min(cruise, self._refused_cruise or math.inf)
         held, self._held = self._held, None
         if held is not None and held < estimate and sample is None:
             # A probe raised it too far: halfway back to the estimate whose cruise held.
             self._estimate = math.sqrt(held * estimate)
-        elif jitter and accepted >= MIN_SAMPLE_CALLS and (
-            sample is None or sample >= CHANGE_RATIO * estimate
+        elif (
+            jitter
+            and accepted >= MIN_SAMPLE_CALLS
+            and (sample is None or sample >= CHANGE_RATIO * estimate)
         ):
             pass  # timing jitter at a rate that holds: cheaper to pay than to slow down
-        elif accepted < MIN_SAMPLE_CALLS or elapsed < MIN_SAMPLE_S:
-            self._estimate = estimate * QUICK_CUT  # refused again soon: still too fast
+        elif short:  # refused again soon: still too fast
+            fitted = _fit_refill(drained) if len(drained) >= 2 else None
+            if fitted is None or fitted > estimate * QUICK_CUT:
+                self._estimate = estimate * QUICK_CUT
+            else:  # the allowed rate is lower than thought, or fell: probe again soon
+                self._estimate = fitted
+                self._probe_wait = PROBE_WAIT_MIN_S
         elif sample is None:
             self._estimate = estimate * (1.0 - 2 * CRUISE_MARGIN)  # too short to measure
         elif sample < CHANGE_RATIO * estimate:  # the allowed rate fell
@@ -928,3 +977,33 @@ class AdaptiveLimiter:
         used = min(1, max(0, self._in_flight - base))
         self._credit = min(0.0, self._credit + (self._limit - base - used) * dt)
         self._credit_at = now
+
+
+def _fit_refill(segments: list[tuple[float, float, float]]) -> float | None:
+    """The refill rate R that best explains segments sent faster than the upstream refills.
+
+    Each segment (accepted A, sending s, paused p) began and ended with the bucket empty, so
+    A = min(B, R * p) + R * s for the bucket size B: a bucket smaller than a pause's refill
+    gives A = B + R * s (the slope of A over s), a fixed window (or a big bucket) gives
+    A = R * (p + s). R is searched on a 1 % grid from the highest A / (p + s), which no
+    bucket can beat, to the highest A / s, least squares over B taken from the segments.
+    None when the segments cannot tell the rate: they sent nothing, or for as long.
+    """
+    floor = max((a / (s + p) for a, s, p in segments if s + p > 0), default=0.0)
+    top = max((a / s for a, s, _ in segments if s > 0), default=0.0)
+    if floor <= 0 or top <= floor:
+        return floor if floor > 0 else None
+    best, best_error = floor, math.inf
+    rate = floor
+    while rate <= top:
+        refills = [a - rate * s for a, s, _ in segments]
+        caps = [rate * p for _, _, p in segments]
+        for size in (*refills, math.inf):
+            error = sum((c - min(size, cap)) ** 2 for c, cap in zip(refills, caps, strict=True))
+            if error < best_error - 1e-9:
+                best, best_error = rate, error
+        rate *= 1.01
+    sending = [s for _, s, _ in segments]
+    if (max(sending) - min(sending)) * best < DRAIN_FIT_SPREAD_CALLS:
+        return None  # sent for as long each time: a window and a bucket fit alike
+    return best
