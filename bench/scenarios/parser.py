@@ -9,6 +9,10 @@ up. Each repeat then times both, back to back in alternating order: the mean ove
 corpus (the CPU a consumer spends per SMS; a pre-empted call inflates it on a busy machine)
 and the median of per-SMS times (robust to that). Ratios are taken pair by pair.
 No broker is involved; the figures are CPU-bound and only as quiet as the machine.
+
+The goal is judged as a ratio, because absolute times are not comparable across machines:
+issue 12 asks for 15 µs per SMS on the machine where the before parser took ~40 µs, so
+after / before, median SMS <= GOAL_RATIO (0.375). The µs figures are reported beside it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,13 @@ from stream.tools.synthetic import synthetic_sms
 __all__ = ["run"]
 
 BEFORE_COMMIT = "912dcc35d0985ac9c45b6d686ae410106caa1ed6"
-"""The last commit with the parser as issue 12 found it (~40 µs per SMS then)."""
-GOAL_US = 15.0  # issue 12, goal 2
+"""The last commit with the parser as issue 12 found it."""
+BEFORE_US_AT_ISSUE = 40.0
+"""Its median µs per SMS on the machine where issue 12 was written."""
+GOAL_US = 15.0
+"""Issue 12, goal 2, on that machine; elsewhere only the ratio below is comparable."""
+GOAL_RATIO = GOAL_US / BEFORE_US_AT_ISSUE
+"""after / before, median SMS: the goal as judged on any machine (0.375)."""
 SEED = 3
 LABELLED = BENCH_DIR.parent / "tests" / "data" / "sms_labelled.jsonl"
 
@@ -96,11 +105,18 @@ async def run(ctx: Context) -> ScenarioResult:
             medians[name].append(median)
     figures = [
         Figure("before, mean", "µs/SMS", means["before"]),
-        Figure("after, mean", "µs/SMS", means["after"], goal=("<=", GOAL_US)),
+        Figure("after, mean", "µs/SMS", means["after"]),
         Figure("after / before, mean", "", ratios(means["after"], means["before"])),
         Figure("before, median SMS", "µs", medians["before"]),
-        Figure("after, median SMS", "µs", medians["after"], goal=("<=", GOAL_US)),
-        Figure("after / before, median SMS", "", ratios(medians["after"], medians["before"])),
+        Figure("after, median SMS", "µs", medians["after"]),
+        Figure(
+            "after / before, median SMS",
+            "",
+            ratios(medians["after"], medians["before"]),
+            goal=("<=", GOAL_RATIO),
+            note=f"{GOAL_US:g} µs of the ~{BEFORE_US_AT_ISSUE:g} µs the before parser took "
+            "when issue 12 was written",
+        ),
     ]
     notes = [
         f"{len(corpus):,} SMS (synthetic mix, seed {SEED}, and the labelled set), same "
