@@ -237,7 +237,7 @@ class HttpProcessor(Lifecycle):
         goes through the limiter like any other (a Retry-After pause delays it).
         """
         self._check_open()
-        outcome = await self._call(orjson.dumps(PROBE_SMS))
+        outcome = await self._call(orjson.dumps(PROBE_SMS), retry=False)
         return outcome if isinstance(outcome, SystemicError) else None
 
     async def aclose(self) -> None:
@@ -257,20 +257,21 @@ class HttpProcessor(Lifecycle):
         )
         started = self._clock()
         attempt = 1
-        outcome = await self._call(payload)
+        outcome = await self._call(payload, retry=False)
         while isinstance(outcome, TransientError) and attempt < self._max_attempts:
             elapsed = self._clock() - started
             if elapsed + (outcome.retry_after or 0.0) >= self._retry_budget_s:
                 break
             attempt += 1
             logger.debug("retrying SMS after %s (attempt %d)", outcome.reason, attempt)
-            outcome = await self._call(payload)
+            outcome = await self._call(payload, retry=True)
         PROCESSING_DURATION.observe(self._clock() - started)
         return outcome
 
-    async def _call(self, payload: bytes) -> Outcome:
-        """One API call under one permit; the permit reports ignore() if we are cancelled."""
-        with await self._limiter.acquire() as permit:
+    async def _call(self, payload: bytes, *, retry: bool) -> Outcome:
+        """One API call under one permit; the permit reports ignore() if we are cancelled.
+        A retry is granted before calls still queued (its batch waits for nothing else)."""
+        with await self._limiter.acquire(first=retry) as permit:
             started = time.perf_counter()
             try:
                 reply = await self._client.post(payload)

@@ -522,18 +522,21 @@ class AdaptiveLimiter:
 
     # ------------------------------------------------------------------ asyncio wrapper
 
-    async def acquire(self) -> Permit:
+    async def acquire(self, *, first: bool = False) -> Permit:
         """Wait until a call may start and return its permit.
 
         Called by the HTTP processor before every API call. Waiters are served first come,
-        first served; cancelling a waiting `acquire` is safe and passes its turn on.
+        first served, except that `first` (a retry) goes to the head of the queue: its
+        micro-batch is otherwise done and waits for it, so a retry queued behind the other
+        batches' calls held its batch for as long as the queue was. Cancelling a waiting
+        `acquire` is safe and passes its turn on.
         """
         if not self._waiters and not self._woken:
             permit = self.try_acquire()
             if permit is not None:
                 return permit
         self._loop = asyncio.get_running_loop()
-        at_head = False
+        at_head = first
         while True:
             waiter: asyncio.Future[None] = self._loop.create_future()
             if at_head:  # woken, then beaten to the slot: keep our turn
