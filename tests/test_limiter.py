@@ -148,6 +148,30 @@ def test_an_outage_goes_to_the_floor_backs_off_and_recovers() -> None:
     assert limiter.state.limit >= 16 * RESTART_FRACTION  # a share of the last good limit
 
 
+def test_calls_sent_before_an_outage_began_do_not_lower_the_last_good_limit() -> None:
+    # When the upstream dies, calls in flight from before it still succeed between the first
+    # drops. Each such success took the (already cut) limit as the last good one: over real
+    # HTTP 79 became 3.7 within a second, and the restart at half of it never recovered.
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(min_limit=1, initial_limit=40, clock=clock)
+    clock.now = 30.0
+    old = fill(limiter)  # 40 calls in flight when the upstream dies
+    while old:  # old calls keep answering; every new call is refused
+        clock.now += 0.01
+        for _ in range(10):
+            old.pop().success(0.05)
+        for permit in fill(limiter):
+            permit.dropped()
+    for _ in range(3):
+        clock.now = max(clock.now, limiter.next_attempt_at() or math.inf)
+        for permit in fill(limiter):
+            permit.dropped()
+    assert limiter.state.limit == 1  # an outage
+    clock.now = limiter.next_attempt_at() or math.inf
+    fill(limiter)[0].success(0.05)  # the upstream answers again
+    assert limiter.state.limit >= 40 * RESTART_FRACTION * BETA_MIN
+
+
 def test_a_retry_after_pause_holds_back_new_calls_only() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)

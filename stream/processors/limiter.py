@@ -637,8 +637,11 @@ class AdaptiveLimiter:
             self._restart_cruise(now, self._granted, now, self._paused_total)
             self._w_max = self._ssthresh = self._last_good
             self._set_limit(max(self._limit, self._last_good * RESTART_FRACTION))
-        elif calm and not self._outage:
-            self._last_good = self._limit  # the limit under which calls still succeed
+        elif calm and not self._outage and permit._epoch == self._epoch:
+            # The limit under which calls still succeed. Not from a call sent before the
+            # last drop: when the upstream dies, those still answer between the first drops,
+            # and took each cut limit as good (79 became 3.7 within a second over HTTP).
+            self._last_good = self._limit
         if quota is not None:
             self._on_quota(now, quota)
         if self._estimate_pending and self._estimate is None and latency_s > 0:
