@@ -152,7 +152,7 @@ QUICK_CUT = 0.85
 # the bucket's size) plus the rate times the sending time. Over the last
 # DRAIN_FIT_SEGMENTS of them the rate and bucket size that fit best (`_fit_refill`)
 # replace QUICK_CUT's guess: a first estimate 2-5x too high (calls accepted in slow start's
-# first burst) fell in one step per refusal, 8-18 refusals, and now falls in two or three.
+# first burst) fell one step per refusal, 8-18 refusals, and now falls in three or four.
 DRAIN_FIT_SEGMENTS = 3
 # A segment counts only when it sent for at most this share of its pause: a refill that
 # waits longer than the pause ends, as a fixed window's quota does, breaks the model.
@@ -162,7 +162,7 @@ DRAIN_SEND_SHARE = 0.5
 DRAIN_FIT_SPREAD_CALLS = 3.0
 # The first refusal's estimate is at least the calls granted over its last
 # FIRST_RATE_WINDOW_S: slow start ramps from a few calls per round trip, so the average since
-# the start was half the allowed rate behind a bucket of 0.1 s (the demo's 300/s: 173/s),
+# the start was 0.58 of the allowed rate behind a bucket of 0.1 s (the demo's 300/s: 173/s),
 # and a probe from there took 20 s to find the rest. A first estimate too high costs a
 # refusal or two instead, now that `_fit_refill` brings it down.
 FIRST_RATE_WINDOW_S = 0.5
