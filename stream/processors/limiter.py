@@ -643,7 +643,7 @@ class AdaptiveLimiter:
             # and took each cut limit as good (79 became 3.7 within a second over HTTP).
             self._last_good = self._limit
         if quota is not None:
-            self._on_quota(now, quota)
+            self._on_quota(now, quota, permit)
         if self._estimate_pending and self._estimate is None and latency_s > 0:
             # Refused before a rate could be measured: start from what the concurrency
             # sends (the limit per round trip), the measurements take it from there.
@@ -669,7 +669,7 @@ class AdaptiveLimiter:
         if retry_after_s is not None and retry_after_s > 0:
             self._pause(now + retry_after_s)
         if quota is not None:
-            self._on_quota(now, quota)
+            self._on_quota(now, quota, permit)
         refusal = status == 429 or (
             status == 503 and not self._explained_by_concurrency(permit, now)
         )
@@ -890,12 +890,15 @@ class AdaptiveLimiter:
         self._anchor_paused = paused - (now - at)
         self._cruise_since = max(now, self._paused_until)
 
-    def _on_quota(self, now: float, quota: Quota) -> None:
+    def _on_quota(self, now: float, quota: Quota, permit: Permit) -> None:
         """Pace to spend what the upstream says is left evenly until its window resets."""
         end = now + max(0.0, quota.reset_s)
-        # Answers overtake each other by up to the calls in flight; more than that, or the
-        # old window's end passing, is a new window.
-        if now >= self._quota_end or quota.remaining > self._quota_remaining + self._in_flight + 1:
+        # An answer is overtaken by up to the calls granted after its own (not only those
+        # still in flight: taking a slow answer for a new window moved the window's end out
+        # and under-spent every window by ~3 %); more than that, or the old window's end
+        # passing, is a new window.
+        overtaken = self._granted - permit._seq
+        if now >= self._quota_end or quota.remaining > self._quota_remaining + overtaken + 1:
             self._quota_end = end
             self._quota_remaining = quota.remaining
         else:
