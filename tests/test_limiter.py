@@ -392,6 +392,24 @@ def test_a_first_estimate_far_too_high_behind_a_window_falls_in_a_few_refusals()
     assert 85.0 <= estimates[-1] <= 100.0
 
 
+def test_a_burst_refused_in_the_instant_it_was_sent_leaves_the_rate_unknown() -> None:
+    # The first refusal's rate is the calls accepted over the time since the start: with no
+    # time passed (a coarse clock, or virtual time) that divided by zero inside the permit's
+    # report, an exception out of the HTTP processor's call.
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(initial_limit=32, clock=clock)
+    *accepted, refused = fill(limiter)
+    for permit in accepted:
+        permit.success(0.05)
+    refused.dropped(1.0, status=429)
+    assert limiter.state.estimated_rate is None
+    clock.now = 1.0
+    permit = limiter.try_acquire()
+    assert permit is not None
+    permit.success(0.05)
+    assert limiter.state.estimated_rate is not None
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(

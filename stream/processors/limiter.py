@@ -779,19 +779,19 @@ class AdaptiveLimiter:
         self._cost_at = now
         if estimate is None:
             # The first refusal: the bucket was full at the start, so this is high. Too
-            # few calls for a rate (a burst refused): the next success sets one instead.
-            if accepted >= MIN_SAMPLE_CALLS:
+            # few calls for a rate, or no time for one (a burst refused in the instant it
+            # was sent): the next success sets one instead.
+            span = max(elapsed, now - self._anchor_at)
+            if accepted >= MIN_SAMPLE_CALLS and span > 0:
                 recent = sum(1 for t in self._first_grants if t >= at - FIRST_RATE_WINDOW_S)
-                self._estimate = max(
-                    accepted / max(elapsed, now - self._anchor_at), recent / FIRST_RATE_WINDOW_S
-                )
+                self._estimate = max(accepted / span, recent / FIRST_RATE_WINDOW_S)
             else:
                 self._estimate_pending = True
             self._first_grants.clear()
             self._restart_cruise(now, seq, at, paused)
             return
         pause = paused - self._anchor_paused
-        long_enough = elapsed >= MIN_SAMPLE_PAUSES * self._last_pause
+        long_enough = elapsed > 0 and elapsed >= MIN_SAMPLE_PAUSES * self._last_pause
         # Half the pause counted as sending time: a bucket that overflowed while we waited
         # makes the count low, one that did not makes it high (by up to the pause's refill).
         sample = (
