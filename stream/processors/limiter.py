@@ -46,8 +46,9 @@ refusal per window, each window's quota accepted between them.
    Two probes in a row refused at the same pace (within SAME_PACE), ramping from different
    estimates, mean a bucket too small to absorb anything: that pace is the rate.
 4. A refusal while cruising means the estimate is too high: when enough calls were accepted
-   since the previous refusal, the measured rate replaces it if clearly lower (the allowed
-   rate fell; the probe wait restarts short), else it is trimmed by CRUISE_MARGIN; a
+   since the previous refusal, the measured rate replaces it if clearly lower even with
+   nothing refilled during the pause (the allowed rate fell; the probe wait restarts
+   short), else it is trimmed by CRUISE_MARGIN, or to that rate if lower; a
    refusal soon after the previous one cuts it by QUICK_CUT, or, after a few such, to the
    rate that fits them: each began and ended with the bucket empty, so its accepted calls
    are the pause's refill (up to the bucket's size, or a window's quota) plus the rate
@@ -873,11 +874,15 @@ class AdaptiveLimiter:
                 self._probe_wait = PROBE_WAIT_MIN_S
         elif sample is None:
             self._estimate = estimate * (1.0 - 2 * CRUISE_MARGIN)  # too short to measure
-        elif sample < CHANGE_RATIO * estimate:  # the allowed rate fell
+        # The cruise drained the bucket, so the calls accepted are the pause's refill plus
+        # R * sending time: their rate with no refill at all bounds R from above. Judged by
+        # `sample` (half the pause's refill), a cruise 3 % too fast behind a small bucket
+        # passed for a fall of the rate (over HTTP, 314.7 became 277.4 for 300/s).
+        elif accepted / elapsed < CHANGE_RATIO * estimate:  # the allowed rate fell
             self._estimate = sample
             self._probe_wait = PROBE_WAIT_MIN_S
         else:  # a little too high, or timing jitter
-            self._estimate = estimate * (1.0 - CRUISE_MARGIN)
+            self._estimate = min(estimate * (1.0 - CRUISE_MARGIN), accepted / elapsed)
 
     def _refusal_cost(self, now: float) -> float:
         """The share of time refusals cost lately (their pauses and the refused calls)."""
