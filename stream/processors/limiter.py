@@ -797,7 +797,7 @@ class AdaptiveLimiter:
             self._restart_cruise(now, seq, at, paused)
             return
         pause = paused - self._anchor_paused
-        long_enough = elapsed > 0 and elapsed >= MIN_SAMPLE_PAUSES * self._last_pause
+        long_enough = elapsed >= MIN_SAMPLE_PAUSES * self._last_pause
         # Half the pause counted as sending time: a bucket that overflowed while we waited
         # makes the count low, one that did not makes it high (by up to the pause's refill).
         sample = (
