@@ -5,7 +5,7 @@ The simulator checks the limiter's algorithm in virtual time; this replays the s
 against `stream upstream` in a child process (so the server has its own CPU and event loop)
 and drives it with a real `HttpProcessor`, to see what the sockets, the server's timing and
 httpx add. `python -m bench.limiter_scenarios [--smoke] [--only S1,S3]` prints a markdown
-table: S1-S5 and the baselines take about 8 minutes, the rate-limit shapes of issue 11
+table: S1-S5 and the baselines take about 8 minutes, the rate-limit shapes
 (keys "shape ...", each 45 s, minute windows 130 s) about 15 more; `--smoke` runs S1, S3,
 the baselines and one shape in about 45 s. No Kafka or MongoDB is needed.
 
@@ -645,7 +645,7 @@ def _baselines(m: _Measured) -> list[Figure]:
 
 
 def _shape(m: _Measured) -> list[Figure]:
-    """Issue 11's goals: goodput against the allowed rate and the refused share after the
+    """The shapes' goals: goodput against the allowed rate and the refused share after the
     warm-up (a fixed window over whole windows), bars as in tests/test_limiter.py."""
     t, first = m.trace, m.scenario.upstream.phases[0]
     t0, t1 = sim.WARMUP_S, t.end

@@ -121,7 +121,7 @@ def test_unreachable_kafka_is_one_line_without_traceback() -> None:
     env = _env(
         STREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
         STREAM_METRICS_PORT="0",
-        # Accepted since issue 10 (they used to be refused): the run gets as far as Kafka.
+        # Accepted settings: the run gets as far as Kafka.
         STREAM_RATE_MAX="0.5",
         STREAM_LOG_LEVEL="info",
     )

@@ -175,8 +175,8 @@ def test_calls_sent_before_an_outage_began_do_not_lower_the_last_good_limit() ->
 
 def test_an_answer_overtaken_by_later_ones_is_not_a_new_quota_window() -> None:
     # A slow answer arrives after answers to calls sent later, with a higher "remaining"
-    # and a Reset rounded up a second later. Taken for a new window, it moved the window's
-    # end out and under-spent every 10 s window by ~3 % (482 of 500).
+    # and a Reset rounded up a second later. Taken for a new window, it would move the
+    # window's end out and under-spend every 10 s window by ~3 % (482 of 500).
     clock = FakeClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     slow, *later = fill(limiter)
@@ -700,7 +700,7 @@ def test_versus_the_old_ways(figures: dict[str, list[Figures]]) -> None:
 
 
 # ---------------------------------------------------------------------------- rate-limit shapes
-# Issue 11's goals, after a 10 s warm-up, on every seed: goodput >= 0.95 of the allowed rate
+# The shapes' goals, after a 10 s warm-up, on every seed: goodput >= 0.95 of the allowed rate
 # with <= 1 % refused (strict spacing: >= 0.9, <= 2 %); quota headers >= 0.98 and no refusal
 # after the first window. Where the simulator shows the limiter short of a goal, the bar is
 # the floor it reaches, marked BELOW_GOAL, so a regression still fails.

@@ -2,10 +2,10 @@
 
 `data/sms_labelled.jsonl` holds one SMS a line with the fields that matter for it; a field
 is right when it equals the label (amounts to the cent, names and services ignoring case).
-`data/parser_golden.jsonl` holds what the parser of commit 912dcc3 (before the issue 12
-rewrite) answered for the labelled SMS, unseen synthetic ones and variants of both (see
-`data/freeze_parser_golden.py`): a faster parser must answer the same, so its category and
-field accuracy stay what they were.
+`data/parser_golden.jsonl` holds what the parser of commit 912dcc3 (a slower one, kept as
+the reference) answered for the labelled SMS, unseen synthetic ones and variants of both
+(see `data/freeze_parser_golden.py`): a faster parser must answer the same, so its category
+and field accuracy stay what they were.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ async def test_status_cli_fails_for_a_stack_never_started(tmp_path: Path) -> Non
     assert code == 1
     assert output.count("never started") == 2, output
 
-# Spawns in a row: a quarter of them used to look dead right after Popen returned.
+# Spawns in a row: a spawn must not look dead right after Popen returns.
 SPAWNS = 20
 
 

@@ -68,7 +68,7 @@ def test_record_shape_and_times() -> None:
 
 
 def test_without_a_start_every_sms_was_received_in_the_past() -> None:
-    count = 5062  # the demo's records: they used to reach 2.8 hours into the future
+    count = 5062  # the demo's records: none may lie in the future
     before = datetime.now(UTC)
     times = [
         datetime.fromisoformat(str(record["received_at"]))

@@ -41,7 +41,7 @@ PEERS = (QUIX, ARROYO)
 """The jobs whose CPU per SMS `stream run` must beat by the goal's margin."""
 CPU_GOAL = 0.8
 RATE_GOAL = 1.2
-"""Issue 12, goal 1: CPU per SMS <= 0.8x the best peer's, SMS/s >= 1.2x every peer's."""
+"""The goals: CPU per SMS <= 0.8x the best peer's, SMS/s >= 1.2x every peer's."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ pipeline. Each repeat writes the same documents twice through
 `MongoSink.write` in batches of `BATCH`: into a collection without the readers' indexes, and
 into one where `MongoSink.ensure_indexes()` ran first; the write ratio is indexed / plain
 documents per second (generating the documents is not timed). Then each query of the
-README's "Reading the collection" runs `QUERIES_EACH` times with different parameters on
+docs/guarantees.md ("The stored document") runs `QUERIES_EACH` times with different parameters on
 both collections (same answers checked); the speed-up is the plain collection's median time
 over the indexed one's. Whether the server used the index is read from `explain` (FerretDB
 v1 with SQLite pushes no filter down, so there indexes cost writes and speed up nothing).

@@ -123,7 +123,7 @@ INDEXES = (
         name="category_received_at",
     ),
 )
-"""A reader's SMS of one sender, or of one category, newest first (README: Reading)."""
+"""A reader's SMS of one sender, or of one category, newest first (docs/guarantees.md)."""
 _ACCOUNT_KEYS = [("parsed.account_tail", ASCENDING), ("received_at", DESCENDING)]
 TRANSACTIONS_INDEX = IndexModel(
     _ACCOUNT_KEYS,

@@ -617,7 +617,7 @@ FIXED_4 = Client(kind="fixed", concurrency=4)
 """A fixed concurrency of 4 (the limiter's initial limit, never adapted)."""
 
 
-# The rate-limiter shapes real APIs use (issue 11), each at ALLOWED calls per second unless
+# The rate-limiter shapes real APIs use, each at ALLOWED calls per second unless
 # named otherwise, behind the fast API, with 1 ms of arrival jitter at the limiter.
 
 ALLOWED = 100.0
@@ -685,7 +685,7 @@ SHAPES: dict[str, Scenario] = {
 """Keyed as in SUITE (prefixed "shape "), with the figures of `figures_shape`."""
 
 WARMUP_S = 10.0
-"""The shapes' goals are measured after a 10 s warm-up (issue 11)."""
+"""The shapes' goals are measured after a 10 s warm-up."""
 
 
 # --------------------------------------------------------------------------- figures

@@ -7,7 +7,7 @@ generators staying the same:
 
 - "labelled": every SMS of sms_labelled.jsonl;
 - "unseen": synthetic SMS from a seed the parser was never looked at with, standing in for
-  the 71 held-out SMS of issue 6, which were never committed;
+  held-out real SMS, which are not in the repository;
 - "variant": each labelled SMS upper-cased, cut in half, glued to the next one, and sent
   from a person's number or no sender, to reach branches the clean texts do not.
 
