@@ -1,9 +1,10 @@
 """`python -m bench [SCENARIO ...] [--smoke]`: run the scenarios, print and save the figures.
 
 Each scenario prints one line of figures as it ends; the run ends with the markdown table.
-A full run merges its scenarios into bench/results.json and re-renders bench/results.md
-(so `python -m bench latency` refreshes one scenario and keeps the others); `--smoke` uses
-tiny counts and one repeat, to prove the harness works (CI), and writes no results file.
+A full run records its scenarios in bench/results.json and re-renders docs/performance.md
+from the whole record (`bench/performance.py`), so `python -m bench latency` refreshes one
+scenario and keeps the others; `--smoke` uses tiny counts and one repeat, to prove the
+harness works (CI), and records and renders into a scratch directory instead.
 Exit status: 0, or 1 if a scenario could not measure (a child died, a count was wrong).
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import signal
 import sys
@@ -19,10 +19,10 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from bench.figures import ScenarioResult, markdown
 from bench.harness import BENCH_DIR, BenchError, Context, machine
+from bench.performance import PAGE, commit, machine_text, publish
 from bench.scenarios import SCENARIOS
 from stream.devkit.stack import ensure_up
 
@@ -63,27 +63,36 @@ def _header(info: dict[str, str]) -> str:
     )
 
 
-def _write(results: list[ScenarioResult], info: dict[str, str]) -> None:
-    """Merge this run's scenarios into results.json and re-render results.md."""
-    path = BENCH_DIR / "results.json"
-    saved: dict[str, Any] = {}
-    if path.exists():
-        saved = json.loads(path.read_text()).get("scenarios", {})
+def _record(
+    results: list[ScenarioResult], info: dict[str, str], command: str, into: Path | None
+) -> Path:
+    """Record this run's scenarios and re-render the page (in `into`, a scratch dir, if given)."""
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    for result in results:
-        saved[result.scenario] = result.to_json() | {"measured_at": stamp, "machine": info}
-    ordered = [saved[name] for name in SCENARIOS if name in saved]
-    path.write_text(json.dumps({"updated": stamp, "scenarios": saved}, indent=1) + "\n")
-    machines = {_header(r["machine"]) for r in ordered}
-    lines = ["# Benchmark results", "", *sorted(machines), ""]
-    lines += [
-        f"- {r['scenario']}: measured {r['measured_at']} in {r['seconds']} s" for r in ordered
+    order = list(SCENARIOS)
+    records = [
+        result.to_json()
+        | {
+            "command": command,
+            "commit": commit(),
+            "machine": machine_text(info),
+            "measured_at": stamp,
+            "group": "bench",
+            "order": order.index(result.scenario),
+            "about": SCENARIOS[result.scenario][1],
+            "stack": f"Kafka (1 broker) and {info['mongo']} on the same machine",
+        }
+        for result in results
     ]
-    lines += ["", "Medians over the repeats (n) with min-max; ratios are pairwise.", ""]
-    (BENCH_DIR / "results.md").write_text("\n".join([*lines, markdown(ordered), ""]))
+    if into is None:
+        publish(records)
+        return PAGE
+    publish(records, into / "results.json", into / "performance.md")
+    return into / "performance.md"
 
 
-async def _run(args: argparse.Namespace, names: list[str]) -> tuple[list[ScenarioResult], bool]:
+async def _run(
+    args: argparse.Namespace, names: list[str], command: str
+) -> tuple[list[ScenarioResult], bool]:
     main_task = asyncio.current_task()
     if main_task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
@@ -120,16 +129,16 @@ async def _run(args: argparse.Namespace, names: list[str]) -> tuple[list[Scenari
         shutil.rmtree(log_dir)
     print()
     print(markdown([r.to_json() for r in results]))
-    if args.smoke:
-        print("\n(smoke run: results files not written)")
-    elif results:
-        _write(results, info)
-        print(f"\nwritten: {BENCH_DIR / 'results.json'}, {BENCH_DIR / 'results.md'}")
+    if results:
+        scratch = Path(tempfile.mkdtemp(prefix="stream-bench-smoke-")) if args.smoke else None
+        page = _record(results, info, command, scratch)
+        print(f"\nwritten: {page}{' (smoke run: a scratch copy)' if args.smoke else ''}")
     return results, failed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -141,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.scenarios or list(SCENARIOS)
     started = time.monotonic()
     try:
-        _, failed = asyncio.run(_run(args, names))
+        command = " ".join(["python -m bench", *argv])
+        _, failed = asyncio.run(_run(args, names, command))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -60,6 +60,8 @@ from typing import Any, Literal
 import httpx
 import orjson
 
+from bench import performance
+from bench.harness import machine
 from stream.config import Settings
 from stream.devkit import limiter_sim as sim
 from stream.devkit.stack.process import free_port
@@ -960,7 +962,21 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines + footer)
 
 
+def _record(rows: list[dict[str, Any]], smoke: bool, command: str) -> None:
+    """Record a full run in bench/results.json and docs/performance.md (a smoke run: a scratch
+    copy of both), the way `python -m bench` does."""
+    records = performance.limiter_records(rows, command, performance.machine_text(machine()))
+    if smoke:
+        scratch = Path(tempfile.mkdtemp(prefix="limiter-bench-smoke-"))
+        performance.publish(records, scratch / "results.json", scratch / "performance.md")
+        print(f"\nwritten: {scratch / 'performance.md'} (smoke run: a scratch copy)")
+    else:
+        performance.publish(records)
+        print(f"\nwritten: {performance.PAGE}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python -m bench.limiter_scenarios",
         description="The limiter scenarios of tests/limiter_sim.py against `stream upstream`.",
@@ -977,6 +993,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     print(markdown(rows))
+    _record(rows, args.smoke, " ".join(["python -m bench.limiter_scenarios", *argv]))
     print(f"\n{time.monotonic() - started:.0f} s in all")
     return 0
 

@@ -1,9 +1,11 @@
-"""The benchmarks keep working: their smoke versions run end to end on the local stack."""
+"""The benchmarks keep working: their smoke versions run end to end on the local stack and
+render the performance page (into a scratch copy) through the writer full runs use."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +32,9 @@ async def test_bench_smoke_runs_and_prints_its_table(stack: Any, module: str) ->
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "|---" in result.stdout
+    written = re.search(r"^written: (\S+) \(smoke run", result.stdout, re.MULTILINE)
+    assert written, "a smoke run renders the performance page into a scratch copy"
+    page = await asyncio.to_thread(Path(written[1]).read_text)
+    assert page.startswith("# Performance")
+    assert "|---" in page
+    assert "`python -m" in page, "every row names the command that measured it"
