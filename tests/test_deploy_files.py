@@ -10,8 +10,8 @@ Pure file checks (PyYAML; no cluster, no Docker):
 - the topic scripts (Kubernetes Job, compose `topic-init`) create exactly the topics
   `Settings` derives, all with the main topic's partitions, and the autoscaler never
   outgrows them;
-- the image is named once (the base's `images:`), and the README builds and pushes that
-  name; the README's grace period and rollout numbers are the manifests';
+- the image is named once (the base's `images:`), and docs/deploy.md builds and pushes that
+  name; its grace period and rollout numbers are the manifests';
 - the Grafana dashboard and the alert rules (compose's file, the PrometheusRule: the same)
   query only series that `stream.observability.metrics` exposes;
 - the Dockerfile's `runtime` target leaves out `stream/devkit` (a devkit command there
@@ -314,8 +314,8 @@ def runtime_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
-def _readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def _deploy_doc_section(title: str) -> str:
+    text = (ROOT / "docs" / "deploy.md").read_text()
     return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
@@ -438,7 +438,7 @@ def test_service_monitor_budget_and_scaler_target_the_deployment(built: list[Obj
     assert scaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
 
-def test_image_is_named_in_one_place_and_the_readme_builds_that_name() -> None:
+def test_image_is_named_in_one_place_and_the_deploy_doc_builds_that_name() -> None:
     raw = _one(_load_all(BASE / "deployment.yaml"), "Deployment")
     (container,) = raw["spec"]["template"]["spec"]["containers"]
     placeholder = container["image"]
@@ -450,7 +450,7 @@ def test_image_is_named_in_one_place_and_the_readme_builds_that_name() -> None:
     name = f"{image['newName']}:{image['newTag']}"
     for directory in (BASE, PRODUCTION):
         assert _container(_kustomize_build(directory), "Deployment")["image"] == name
-    section = _readme_section("Deploying on Kubernetes")
+    section = _deploy_doc_section("Kubernetes")
     assert re.findall(r"docker build --target runtime -t (\S+) \.", section) == [name]
     assert re.findall(r"docker push (\S+)", section) == [name]
     services = _compose()["services"]
@@ -503,14 +503,14 @@ def test_grace_period_outlasts_pre_stop_and_drain(built: list[Obj]) -> None:
     assert sleep == "sleep"
     grace_s = pod["terminationGracePeriodSeconds"]
     assert grace_s >= float(seconds) + drain_s + COMMIT_AND_LEAVE_S
-    section = _readme_section("Deploying on Kubernetes")
+    section = _deploy_doc_section("Kubernetes")
     assert f"`terminationGracePeriodSeconds: {grace_s}`" in section
 
 
-def test_readme_states_the_rollout_and_disruption_numbers(built: list[Obj]) -> None:
+def test_deploy_doc_states_the_rollout_and_disruption_numbers(built: list[Obj]) -> None:
     rolling = _one(built, "Deployment")["spec"]["strategy"]["rollingUpdate"]
     budget = _one(built, "PodDisruptionBudget")["spec"]
-    section = " ".join(_readme_section("Deploying on Kubernetes").split())
+    section = " ".join(_deploy_doc_section("Kubernetes").split())
     rollouts = f"(`maxSurge: {rolling['maxSurge']}`, `maxUnavailable: {rolling['maxUnavailable']}`)"
     assert rollouts in section
     assert f"PodDisruptionBudget's `maxUnavailable: {budget['maxUnavailable']}`" in section
