@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,12 +133,17 @@ def limiter_records(
     ]
 
 
-def _goal(figure: Mapping[str, Any]) -> str:
+def _sig(value: float) -> str:
+    """Three significant digits, as the limiter replay prints them: 0.995, 0.003, 14.8."""
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _goal(figure: Mapping[str, Any], show: Callable[[float], str] = fmt) -> str:
     if figure["goal"] is None:
         return ""
     op, threshold = figure["goal"]
     met = "" if figure["met"] is None else (" (met)" if figure["met"] else " (**missed**)")
-    return f"{op} {fmt(threshold)}{met}"
+    return f"{op} {show(threshold)}{met}"
 
 
 def _value(figure: Mapping[str, Any]) -> tuple[str, str]:
@@ -201,9 +206,11 @@ def render(scenarios: Mapping[str, Any]) -> str:
         ]
         for record in limiter:
             for figure in record["figures"]:
-                value, _ = _value(figure)
+                value = _sig(figure["median"])
+                if figure["n"] > 1:
+                    value += f" ({_sig(figure['min'])}-{_sig(figure['max'])})"
                 lines.append(
-                    f"| {record['scenario']} | {figure['label']} | {value} | {_goal(figure)} "
+                    f"| {record['scenario']} | {figure['label']} | {value} | {_goal(figure, _sig)} "
                     f"| {source(record)} |"
                 )
         notes = [f"- {r['scenario']}: {note}" for r in limiter for note in r["notes"]]
