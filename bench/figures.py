@@ -112,7 +112,8 @@ class Figure:
 
 @dataclass
 class ScenarioResult:
-    """What one scenario measured: figures for the table, the rest for results.json."""
+    """What one scenario measured: figures and notes for the tables; `detail` is the raw data
+    behind them, kept out of the record in bench/results.json to keep it small."""
 
     scenario: str
     params: dict[str, Any]
