@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import sys
@@ -80,6 +81,7 @@ def _record(
             "order": order.index(result.scenario),
             "about": SCENARIOS[result.scenario][1],
             "stack": f"Kafka (1 broker) and {info['mongo']} on the same machine",
+            "load": info["load"],
         }
         for result in results
     ]
@@ -101,7 +103,7 @@ async def _run(
     repeats = args.repeats or (1 if args.smoke else REPEATS)
     results: list[ScenarioResult] = []
     failed = False
-    info = machine()
+    info = machine() | {"load": f"{os.getloadavg()[0]:.1f}"}
     async with Context(
         endpoints, smoke=args.smoke, repeats=repeats, rate=args.rate, log_dir=log_dir
     ) as ctx:

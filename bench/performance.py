@@ -85,7 +85,8 @@ def publish(records: Iterable[dict[str, Any]], results: Path = RESULTS, page: Pa
 
     A record is `ScenarioResult.to_json()` (or a limiter row in that shape) plus
     `command`, `commit`, `machine` (`machine_text`), `measured_at`, `group` and `order`, and
-    optionally `about` and `stack` (the servers it ran against).
+    optionally `about`, `stack` (the servers it ran against) and `load` (the load average
+    when the run started: other work on the machine slows what is measured).
     """
     saved = _load(results)
     for record in records:
@@ -174,6 +175,8 @@ def render(scenarios: Mapping[str, Any]) -> str:
     for record in bench:
         lines += ["", f"## {record['scenario']}", ""]
         about = [record[k] for k in ("about", "stack") if record.get(k)]
+        if record.get("load"):
+            about.append(f"Load average when the run started: {record['load']}")
         if about:
             lines += [". ".join(about) + ".", ""]
         lines += [
