@@ -123,11 +123,12 @@ class FakeConsumer:
         return offset
 
     async def assign(self, tps: set[TopicPartition]) -> None:
-        """A rebalance: revoke everything (listener first), then assign `tps`."""
+        """A rebalance: revoke everything (listener first), then assign `tps`, none of
+        them paused (aiokafka starts every new assignment fetchable)."""
         if self._listener is not None and self._assignment:
             await self._listener.on_partitions_revoked(set(self._assignment))
         self._assignment = set(tps)
-        self._paused &= self._assignment
+        self._paused.clear()
         for tp in tps:
             self._position[tp] = self.committed_offsets.get(tp, 0)
         if self._listener is not None:
