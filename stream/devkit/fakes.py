@@ -4,7 +4,8 @@ They behave like the real parts in what the engine relies on, and no more:
 
     FakeConsumer   a group member over in-memory partitions: positions, pause/resume,
                    seek, commits (can be made to fail), rebalances driven by the test
-    FakeSink       documents by `_id`, insert-if-absent; can refuse ids or hold writes
+    FakeSink       documents by `_id`, insert-if-absent; can refuse ids, hold writes, or
+                   refuse every write (a server-wide fault)
     FakePublisher  records by topic, acknowledged at once or held (a Kafka outage)
     ManualClock    time that moves only when the test calls `advance`
     ScriptedProcessor  outcomes chosen per SMS id (transient, permanent, systemic, held)
@@ -217,12 +218,16 @@ class FakeSink:
         self.documents: dict[str, dict[str, Any]] = {}
         self.writes = 0
         self.refuse = set(refuse or ())
+        self.refusing: SystemicError | None = None
         self.open = asyncio.Event()
         self.open.set()
 
     async def write(self, documents: Sequence[dict[str, Any]]) -> WriteOutcome:
-        """Waits while `open` is clear (MongoDB down); refuses ids in `refuse`."""
+        """Waits while `open` is clear (MongoDB down); raises `refusing` when set (the
+        sink's bound on a server-wide refusal has passed); refuses ids in `refuse`."""
         await self.open.wait()
+        if self.refusing is not None:
+            raise self.refusing
         self.writes += 1
         inserted = 0
         rejected: list[DocumentRejected] = []
