@@ -315,9 +315,9 @@ class MongoSink:
 
         Called by the batch handler once per micro-batch. Returns only when every document is
         stored or rejected (see the module docstring); raises only CancelledError, or
-        SystemicError once the server has refused every write for `halt_after_s`. After
-        per-document errors the rest are written again (duplicates are harmless), because
-        some servers (FerretDB) may stop a bulk at the first failing document.
+        SystemicError once the server has refused every write for `halt_after_s`. When a
+        bulk's errors and inserts do not account for every document (a server may stop a
+        bulk at the first failing one) the rest are written again (duplicates are harmless).
         """
         if not documents:
             return WriteOutcome(0, [])
@@ -340,8 +340,11 @@ class MongoSink:
                     except PyMongoError as lookup:  # the ids or the probe: try again
                         refused, failure = [], lookup
                     rejected += refused
-                    if failure is None and not refused:
-                        break  # only duplicates on _id: everything is stored
+                    attempted = exc.details.get("nInserted", 0) + len(
+                        exc.details.get("writeErrors", [])
+                    )
+                    if failure is None and attempted == len(remaining):
+                        break  # every document stored, already stored or refused
                     failed = {r.index for r in refused}
                     remaining = [item for item in remaining if item[0] not in failed]
                 except (bson.InvalidDocument, OverflowError, ValueError, RecursionError) as exc:
