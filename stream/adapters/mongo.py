@@ -18,11 +18,11 @@ Every failure is classified, none crashes the member:
     per-document write error, code in DOCUMENT_CODES          -> DocumentRejected (`unstorable`)
     a document BSON cannot encode (InvalidDocument, Overflow) -> that one DocumentRejected
     auth errors (13, 18)                                     -> retry the batch (backoff), log
-    any other error, a code in SERVER_CODES, or one a probe
-    write of a known-good document meets too (the server's)  -> retry the batch (backoff);
+    a code in SERVER_CODES, or any other error that a probe
+    write of a known-good document meets too: the server's   -> retry the batch (backoff);
                                                                 past `halt_after_s` of this,
                                                                 SystemicError (the engine halts)
-    any other error the probe does not meet (a document's)   -> per document (a command error:
+    any other error (the probe passes): a document's         -> per document (a command error:
                                                                 one at a time); one that keeps
                                                                 failing UNCLASSIFIED_ATTEMPTS
                                                                 times -> DocumentRejected
@@ -32,11 +32,11 @@ differ can share a defect (FerretDB fails each document with bad JSON with one m
 a batch of one could not tell at all. The probe re-inserts a document already stored (a
 healthy server answers "duplicate key"); into an empty collection it inserts and deletes one.
 
-Retries go on for as long as it takes: the caller does not settle (so does not commit) until
-`write` returns, the consumer pauses meanwhile, and shutdown bounds it by cancelling. Every
-single attempt is bounded (server selection, socket and write-concern timeouts), so a
-half-open connection costs one timeout, not a hang. An outage is logged when it starts,
-every LOG_EVERY_S while it lasts, and when it ends.
+Retries go on for as long as it takes (a server's refusal: until `halt_after_s`): the caller
+does not settle (so does not commit) until `write` returns, the consumer pauses meanwhile,
+and shutdown bounds it by cancelling. Every single attempt is bounded (server selection,
+socket and write-concern timeouts), so a half-open connection costs one timeout, not a hang.
+An outage is logged when it starts, every LOG_EVERY_S while it lasts, and when it ends.
 """
 
 from __future__ import annotations
