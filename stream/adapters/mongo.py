@@ -463,7 +463,11 @@ class MongoSink:
         """Whether an error with `code` is the server's (see the module docstring); the
         first time it is, the refusal's start is noted for the halt bound."""
         if code not in SERVER_CODES:
-            error = await self._probe_write()
+            self._failing_writes += 1  # not ready while it tells (FerretDB's lock: 20 s)
+            try:
+                error = await self._probe_write()
+            finally:
+                self._failing_writes -= 1
             if error is None or not (_code(error) == code or _is_transient(error)):
                 return False
         if self._refusing_since is None:
