@@ -27,7 +27,7 @@ from stream.engine.batch import BatchHandler
 from stream.engine.clock import SystemClock
 from stream.engine.loop import ConsumerLoop
 from stream.engine.ports import Processor
-from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError
+from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError, SystemicError
 from stream.observability import logs, metrics
 from stream.observability.health import Probes, routes
 from stream.observability.httpserver import HttpServer
@@ -74,6 +74,17 @@ async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
         await asyncio.sleep(WATCH_INTERVAL_S)
 
 
+def _probe(processor: Processor, sink: MongoSink) -> Callable[[], Awaitable[SystemicError | None]]:
+    """The halt probe: a halt ends only when neither the upstream nor MongoDB is at fault
+    (either may have caused it, and resuming into the other's fault halts again)."""
+
+    async def probe() -> SystemicError | None:
+        fault = await processor.probe()
+        return fault if fault is not None else await sink.probe()
+
+    return probe
+
+
 def _limiter_open(limiter: AdaptiveLimiter | None) -> bool:
     if limiter is None:
         return True
@@ -111,7 +122,12 @@ async def serve(
             stack.push_async_callback(built.aclose)
             processor = built
         limiter = processor.limiter if isinstance(processor, HttpProcessor) else None
-        sink = MongoSink(settings.mongo_url, settings.mongo_db, settings.mongo_collection)
+        sink = MongoSink(
+            settings.mongo_url,
+            settings.mongo_db,
+            settings.mongo_collection,
+            halt_after_s=settings.mongo_halt_after_s,
+        )
         stack.push_async_callback(sink.aclose)
         await sink.ensure_indexes()
         producer = new_producer(settings)
@@ -120,7 +136,7 @@ async def serve(
         consumer = new_consumer(settings)
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
         handler = BatchHandler(settings, processor, sink, Router(producer), clock)
-        loop = ConsumerLoop(settings, consumer, handler, clock, processor.probe)
+        loop = ConsumerLoop(settings, consumer, handler, clock, _probe(processor, sink))
         probes = Probes(
             last_iteration=lambda: loop.last_iteration,
             joined=lambda: loop.joined,

@@ -308,6 +308,13 @@ class Settings:
         "while halted, time between probes of the upstream (resumes when one succeeds)",
         _duration(0.1, 3_600),
     )
+    mongo_halt_after_s: float = _setting(
+        "STREAM_MONGO_HALT_AFTER",
+        "60s",
+        "halt consumption when MongoDB has refused every write this long with an error "
+        "that is the server's, not a document's (probes resume it)",
+        _duration(1.0, 86_400),
+    )
     drain_timeout_s: float = _setting(
         "STREAM_DRAIN_TIMEOUT_MS",
         "15000",

@@ -159,6 +159,9 @@ def env_for(settings: Settings) -> dict[str, str]:
         "STREAM_SESSION_TIMEOUT_MS": str(int(settings.session_timeout_s * 1000)),
         "STREAM_REBALANCE_TIMEOUT_MS": str(int(settings.rebalance_timeout_s * 1000)),
         "STREAM_HALT_PROBE_INTERVAL": f"{int(settings.halt_probe_interval_s * 1000)}ms",
+        "STREAM_MONGO_HALT_AFTER": f"{int(settings.mongo_halt_after_s * 1000)}ms",
+        "STREAM_DLQ_HALT_MIN": str(settings.dlq_halt_min),
+        "STREAM_DLQ_HALT_RATIO": str(settings.dlq_halt_ratio),
     }
 
 

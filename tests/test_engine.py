@@ -433,3 +433,76 @@ async def test_fixed_batch_waits_to_fill_up() -> None:
         await asyncio.sleep(0.1)
         assert e.stored() == set()
         await eventually(lambda: e.stored() == {"sms-0"}, what="stored after the wait")
+
+
+async def _halted_with_records(e: Engine, count: int) -> None:
+    for n in range(count):
+        e.consumer.append(MAIN, sms(n))
+    await eventually(lambda: e.loop.halt, what="halted")
+    await eventually(lambda: e.consumer.paused() >= e.consumer.assignment(), what="all paused")
+
+
+async def test_partitions_assigned_while_halted_are_paused_before_any_fetch() -> None:
+    fault = SystemicError("HTTP 401", reason="http_401", setting="STREAM_API_TOKEN")
+    processor = ScriptedProcessor(systemic=fault)
+    # A long batch wait keeps the loop inside its fetch, where a rebalance lands in aiokafka.
+    async with engine(config=settings(batch_wait_s=0.5), processor=processor) as e:
+        await _halted_with_records(e, 20)
+        attempts = dict(processor.attempts)
+        await e.consumer.assign({MAIN, RETRY_1, RETRY_2})
+        assert e.consumer.paused() == e.consumer.assignment()
+        await asyncio.sleep(0.1)
+        assert processor.attempts == attempts, "nothing fetched from a halted assignment"
+        processor.systemic = None
+        e.clock.advance(e.settings.halt_probe_interval_s)
+        await e.settled("resumed and settled")
+        assert e.stored() == {f"sms-{n}" for n in range(20)}
+        assert e.topic(DLQ) == []
+
+
+async def test_a_batch_fetched_during_a_halt_is_rewound() -> None:
+    """A batch that meets a halt already under way (fetched from a partition paused too
+    late) is read again once the halt ends, not left unsettled behind the position."""
+    fault = SystemicError("HTTP 401", reason="http_401", setting="STREAM_API_TOKEN")
+    processor = ScriptedProcessor(systemic=fault)
+    async with engine(config=settings(batch_wait_s=0.5), processor=processor) as e:
+        await _halted_with_records(e, 20)
+        attempts = sum(processor.attempts.values())
+        e.consumer.resume(MAIN)  # as if fetched before the pause took effect
+        await eventually(lambda: sum(processor.attempts.values()) > attempts,
+                         what="a batch fetched while halted")
+        await eventually(lambda: e.loop.in_flight == 0, what="the batch failed")
+        assert e.consumer.position(MAIN) == 0, "rewound to its first unsettled record"
+        processor.systemic = None
+        e.clock.advance(e.settings.halt_probe_interval_s)
+        await e.settled("resumed and settled")
+        assert e.stored() == {f"sms-{n}" for n in range(20)}
+
+
+async def test_sink_refusals_count_for_the_dead_letter_breaker() -> None:
+    """A sink refusing most documents (e.g. a unique index clashing) is a mass failure
+    like any other: the breaker halts instead of dead-lettering the stream."""
+    config = settings(dlq_halt_min=20, dlq_halt_ratio=0.5, batch_max=10)
+    refused = {f"sms-{n}" for n in range(100) if n % 10}
+    async with engine(config=config, sink=FakeSink(refuse=refused)) as e:
+        for n in range(100):
+            e.consumer.append(MAIN, sms(n))
+        await eventually(lambda: e.loop.halt, what="halted by the breaker")
+        assert e.loop.halt is not None
+        assert e.loop.halt.reason == "dlq_rate"
+        dead = {header(d.headers, ERROR_CLASS) for d in e.topic(DLQ)}
+        assert dead <= {"unstorable"}
+        assert len(e.topic(DLQ)) < 20
+
+
+async def test_a_sink_refusing_every_write_halts_without_dead_lettering() -> None:
+    async with engine() as e:
+        e.sink.refusing = SystemicError("every write refused", reason="mongo_refused")
+        for n in range(5):
+            e.consumer.append(MAIN, sms(n))
+        await eventually(lambda: e.loop.halt, what="halted")
+        assert e.loop.halt is not None
+        assert (e.loop.halt.reason, e.loop.halt.probe) == ("mongo_refused", True)
+        assert e.topic(DLQ) == []
+        assert e.committed() is None
+        assert e.consumer.position(MAIN) == 0, "rewound"

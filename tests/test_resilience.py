@@ -20,6 +20,9 @@ from pipeline_support import (
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
+from stream.devkit.fakes import ScriptedProcessor
+from stream.errors import SystemicError
+
 pytestmark = pytest.mark.stack
 
 
@@ -113,3 +116,41 @@ async def _ready_is(http: httpx.AsyncClient, ready: bool) -> bool:
 
 async def _is(value: Any, expected: float) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_rebalance_during_a_halt_leaves_nothing_unprocessed(
+    stack: Any, new_topic: Any, mongo_db: Any, unique_name: Any, kafka_admin: Any
+) -> None:
+    """A halted member given partitions by a rebalance fetches nothing from them until the
+    halt ends; then every SMS is processed and the group is committed to the log end."""
+    topic = await new_topic(partitions=4)
+    total = 500
+    # A long batch wait keeps the halted member inside its fetch when the rebalance lands.
+    settings = settings_for(stack, topic, mongo_db.name, unique_name("group"),
+                            halt_probe_interval_s=0.5, batch_wait_s=0.5)
+    collection = mongo_db["messages"]
+    await produce(settings.kafka_bootstrap, topic, [sms_value(n) for n in range(total)])
+    fault = SystemicError("HTTP 401", reason="http_401", setting="STREAM_API_TOKEN")
+    halted = ScriptedProcessor(systemic=fault)
+    async with running(settings, halted):
+        await eventually(lambda: _is_true(halted.probes > 0), what="the first member halted")
+        attempts = sum(halted.attempts.values())
+        async with running(settings):
+            await eventually(lambda: _group_size(kafka_admin, settings.group_id, 2),
+                             what="the rebalance")
+            await eventually(lambda: _count(collection, 100), what="the second member storing")
+            assert sum(halted.attempts.values()) == attempts, "nothing fetched while halted"
+            halted.systemic = None
+            await eventually(lambda: _count(collection, total), what="all stored")
+            await eventually(lambda: _sum_is(kafka_admin, settings, total), what="lag 0")
+    assert len(await collection.distinct("_id")) == await collection.count_documents({}) == total
+
+
+async def _is_true(value: bool) -> bool:
+    return value
+
+
+async def _group_size(admin: Any, group: str, members: int) -> bool:
+    (response,) = await admin.describe_consumer_groups([group])
+    (described,) = response.to_object()["groups"]
+    return described["state"] == "Stable" and len(described["members"]) == members

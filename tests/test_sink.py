@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bson
 import pytest
 from pymongo import AsyncMongoClient, monitoring
-from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
+from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, OperationFailure
 
 from stream.adapters.mongo import (
     ACCOUNT_INDEX,
@@ -30,6 +33,7 @@ from stream.adapters.mongo import (
     MongoSink,
 )
 from stream.engine.ports import DocumentRejected
+from stream.errors import SystemicError
 
 Doc = dict[str, Any]
 # The kill comes as the insert is sent; a bulk this size lasts ~1 s on FerretDB/SQLite.
@@ -39,30 +43,44 @@ WRITE_DEADLINE_S = 90.0
 
 @dataclass
 class Step:
-    """What one insert_many call does: raise `error`, or store all but `codes` (id -> code)."""
+    """What one insert_many call does: raise `error`, or store all but `codes` (id -> code),
+    whose write errors carry `details` (id -> extra fields, e.g. MongoDB's `keyPattern`)."""
 
     codes: Mapping[str, int] = field(default_factory=dict)
     write_concern_error: bool = False
     error: Exception | None = None
+    details: Mapping[str, Doc] = field(default_factory=dict)
 
 
 class ScriptedCollection:
     """An `insert_many` that keeps documents by `_id` like a server and fails as scripted.
 
-    Duplicates get code 11000 like on a server; the `Step`s are played one per call, then
-    every call succeeds.
+    Duplicates get code 11000 on `_id` like on MongoDB; the `Step`s are played one per call, then
+    every call succeeds. While `refusing` is set every call (the sink's probe too) raises it,
+    until `refusing_calls` insert_many calls have.
     """
 
     def __init__(self, steps: Iterable[Step] = ()) -> None:
         self.steps = list(steps)
         self.stored: dict[str, Doc] = {}
         self.calls: list[list[str]] = []
+        self.probes = 0
         self.refuse_whole_bulk: set[str] = set()
         """Ids whose presence fails the whole command, as FerretDB's "malformed JSON"."""
+        self.refusing: OperationFailure | None = None
+        self.refusing_calls = 0
+
+    def _refuse(self) -> None:
+        if self.refusing is not None:
+            raise self.refusing
 
     async def insert_many(self, documents: list[Doc], *, ordered: bool) -> None:
         assert not ordered
         self.calls.append([d["_id"] for d in documents])
+        if self.refusing is not None and self.refusing_calls > 0:
+            self.refusing_calls -= 1
+            raise self.refusing
+        self.refusing = None
         if self.refuse_whole_bulk.intersection(self.calls[-1]):
             raise OperationFailure("SQL logic error: malformed JSON (1)", 1)
         step = self.steps.pop(0) if self.steps else Step()
@@ -72,14 +90,17 @@ class ScriptedCollection:
         inserted = 0
         for index, document in enumerate(documents):
             code = step.codes.get(document["_id"])
+            details = step.details.get(document["_id"], {})
             if code is None and document["_id"] in self.stored:
-                code = 11000
+                code, details = 11000, {"keyPattern": {"_id": 1}}  # as MongoDB says it
             if code is None:
                 bson.encode(document)  # as the driver would, before sending
                 self.stored[document["_id"]] = document
                 inserted += 1
             else:
-                errors.append({"index": index, "code": code, "errmsg": f"scripted {code}"})
+                errors.append(
+                    {"index": index, "code": code, "errmsg": f"scripted {code}", **details}
+                )
         concern = [{"code": 64, "errmsg": "waiting for replication timed out"}]
         if errors or step.write_concern_error:
             raise BulkWriteError(
@@ -89,6 +110,20 @@ class ScriptedCollection:
                     "nInserted": inserted,
                 }
             )
+
+    async def find_one(self, _filter: Doc) -> Doc | None:
+        self.probes += 1
+        self._refuse()
+        return next(iter(self.stored.values()), None)
+
+    async def insert_one(self, document: Doc) -> None:
+        self._refuse()
+        if document["_id"] in self.stored:
+            raise DuplicateKeyError("scripted duplicate", 11000)
+        self.stored[document["_id"]] = document
+
+    async def delete_one(self, _filter: Doc) -> None:
+        self.stored.pop(_filter["_id"], None)
 
 
 class FakeTime:
@@ -347,3 +382,146 @@ async def test_kill_9_mid_write_then_restart_stores_each_document_once(
         await sink.aclose()
         await client.drop_database(database)
         await client.close()
+
+
+async def test_duplicate_key_on_another_unique_index_is_refused_naming_it(scripted: Any) -> None:
+    """MongoDB names the index of a duplicate: only `_id` means "already stored"."""
+    on_sender = {
+        "keyPattern": {"sender": 1},
+        "keyValue": {"sender": "+254700000001"},
+        "errmsg": "E11000 duplicate key error collection: db.c index: sender_unique dup key",
+    }
+    sink, collection, _ = scripted(
+        *[Step(codes={"sms-1": 11000}, details={"sms-1": on_sender})] * 2
+    )
+    collection.stored["sms-0"] = {"_id": "sms-0"}
+    outcome = await sink.write(docs(3))
+    assert outcome.inserted == 1
+    assert [(r.index, r.reason) for r in outcome.rejected] == [(1, "duplicate_key")]
+    assert "sender_unique (sender)" in outcome.rejected[0].message
+    assert sorted(collection.stored) == ["sms-0", "sms-2"]
+
+
+@pytest.mark.parametrize(
+    ("code", "probed"), [(1, True), (24, False), (14031, False)], ids=["code-1", "24", "14031"]
+)
+async def test_an_error_a_known_good_write_meets_too_is_retried_never_blamed_on_documents(
+    scripted: Any, code: int, probed: bool
+) -> None:
+    """FerretDB's "database is locked" (code 1), LockTimeout, OutOfDiskSpace: the server's;
+    documents are retried with backoff for as long as it lasts (within the halt bound)."""
+    sink, collection, fake_time = scripted()
+    collection.stored["old"] = {"_id": "old"}
+    collection.refusing = OperationFailure("database is locked (5) (SQLITE_BUSY)", code)
+    collection.refusing_calls = 3 * UNCLASSIFIED_ATTEMPTS
+    outcome = await sink.write(docs(3))
+    assert outcome.rejected == []
+    assert outcome.inserted == 3
+    assert len(fake_time.sleeps) == 3 * UNCLASSIFIED_ATTEMPTS
+    assert (collection.probes > 0) == probed
+
+
+async def test_a_refusal_past_the_bound_halts_and_the_probe_tells_when_it_is_over(
+    scripted: Any,
+) -> None:
+    sink, collection, fake_time = scripted()
+    collection.stored["old"] = {"_id": "old"}
+    collection.refusing = OperationFailure("database is locked (5) (SQLITE_BUSY)", 1)
+    collection.refusing_calls = 10**9
+    sink._halt_after_s = 60.0
+    with pytest.raises(SystemicError) as raised:
+        await sink.write(docs(2))
+    assert raised.value.reason == "mongo_refused"
+    assert "database is locked" in str(raised.value)
+    assert 60.0 <= fake_time.now < 60.0 + BACKOFF_MAX_S
+    assert not sink.healthy
+    assert await sink.probe() is not None
+    collection.refusing = None
+    assert await sink.probe() is None
+    assert sink.healthy
+
+
+async def test_a_unique_index_other_than_id_refuses_the_clash_and_stores_the_rest(
+    stack: Any, mongo_db: Any
+) -> None:
+    """Against the real server: MongoDB names the index, FerretDB does not (then the sink
+    looks the ids up). A redelivered SMS is already stored; one clashing on `sender` is
+    refused naming the index, never counted as stored."""
+    await mongo_db["messages"].create_index("sender", unique=True, name="sender_unique")
+    sink = MongoSink(stack.mongo_url, mongo_db.name, "messages")
+    try:
+        assert (await sink.write([{"_id": "a", "sender": "x"}])).inserted == 1
+        outcome = await sink.write(
+            [{"_id": "a", "sender": "x"}, {"_id": "b", "sender": "x"}, {"_id": "c", "sender": "y"}]
+        )
+    finally:
+        await sink.aclose()
+    assert outcome.inserted == 1
+    assert [(r.index, r.reason) for r in outcome.rejected] == [(1, "duplicate_key")]
+    assert "sender_unique" in outcome.rejected[0].message
+    assert sorted(await mongo_db["messages"].distinct("_id")) == ["a", "c"]
+
+
+class FerretTable:
+    """A FerretDB collection's SQLite table, renamed away and back behind the server's back:
+    every write then fails at once with `code 1 InternalError "no such table"`, the same
+    class of error as `database is locked` (which FerretDB returns after a 20 s wait)."""
+
+    def __init__(self, data_dir: Path, database: str, collection: str) -> None:
+        self.path = data_dir / f"{database}.sqlite"
+        with closing(sqlite3.connect(self.path)) as db:
+            (self.table,) = db.execute(
+                "SELECT table_name FROM _ferretdb_collections WHERE name = ?", (collection,)
+            ).fetchone()
+
+    def _rename(self, old: str, new: str) -> None:
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+
+    def break_(self) -> None:
+        self._rename(self.table, f"{self.table}_away")
+
+    def repair(self) -> None:
+        self._rename(f"{self.table}_away", self.table)
+
+
+async def ferret_table(server: Any, tmp_path: Path, database: str) -> FerretTable:
+    """The collection `messages` of `database` on a dedicated FerretDB (skips on mongod)."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(server.url)
+    try:
+        await client[database]["messages"].insert_one({"_id": "stored-before"})
+    finally:
+        await client.close()
+    data_dir = tmp_path / "mongo" / "data"
+    if not (data_dir / f"{database}.sqlite").exists():
+        pytest.skip("the dedicated server is not FerretDB/SQLite")
+    return FerretTable(data_dir, database, "messages")
+
+
+async def test_a_server_refusing_every_write_is_retried_then_halts_and_nothing_is_blamed(
+    dedicated_mongo: Any, unique_name: Any, tmp_path: Path
+) -> None:
+    database = unique_name("db")
+    table = await ferret_table(dedicated_mongo, tmp_path, database)
+    halting = MongoSink(dedicated_mongo.url, database, "messages", halt_after_s=1.0)
+    patient = MongoSink(dedicated_mongo.url, database, "messages", halt_after_s=60.0)
+    try:
+        table.break_()
+        with pytest.raises(SystemicError, match="no such table"):
+            await asyncio.wait_for(halting.write(docs(20)), WRITE_DEADLINE_S)
+        assert not halting.healthy
+        assert await halting.probe() is not None
+        writing = asyncio.create_task(patient.write(docs(20)))
+        await asyncio.sleep(0.5)  # let it fail a few times; not a condition to wait for
+        assert not writing.done()
+        assert not patient.healthy
+        table.repair()
+        outcome = await asyncio.wait_for(writing, WRITE_DEADLINE_S)
+        assert outcome.rejected == []
+        assert outcome.inserted == 20
+        assert patient.healthy
+        assert await halting.probe() is None
+        assert halting.healthy
+    finally:
+        await halting.aclose()
+        await patient.aclose()

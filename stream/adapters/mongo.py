@@ -10,27 +10,40 @@ Every failure is classified, none crashes the member:
 
     connection error, timeout, or a code in TRANSIENT_CODES  -> retry the batch (backoff)
     write concern error (e.g. 64 wtimeout)                   -> retry the batch (backoff)
+    duplicate key on `_id`                                   -> already stored
+    duplicate key on another unique index                    -> DocumentRejected (`duplicate_key`,
+                                                                naming the index)
+    duplicate key, index not named (FerretDB)                -> the ids are looked up: stored
+                                                                ones are, the others as above
     per-document write error, code in DOCUMENT_CODES          -> DocumentRejected (`unstorable`)
-    per-document write error, other code                     -> retried UNCLASSIFIED_ATTEMPTS
-                                                                times, then DocumentRejected
     a document BSON cannot encode (InvalidDocument, Overflow) -> that one DocumentRejected
     auth errors (13, 18)                                     -> retry the batch (backoff), log
-    any other command error                                  -> the documents one at a time;
-                                                                one alone that keeps failing
-                                                                UNCLASSIFIED_ATTEMPTS times
-                                                                -> DocumentRejected
+    a code in SERVER_CODES, or any other error that a probe
+    write of a known-good document meets too: the server's   -> retry the batch (backoff);
+                                                                past `halt_after_s` of this,
+                                                                SystemicError (the engine halts)
+    any other error (the probe passes): a document's         -> per document (a command error:
+                                                                one at a time); one that keeps
+                                                                failing UNCLASSIFIED_ATTEMPTS
+                                                                times -> DocumentRejected
 
-Retries go on for as long as it takes: the caller does not settle (so does not commit) until
-`write` returns, the consumer pauses meanwhile, and shutdown bounds it by cancelling. Every
-single attempt is bounded (server selection, socket and write-concern timeouts), so a
-half-open connection costs one timeout, not a hang. An outage is logged when it starts,
-every LOG_EVERY_S while it lasts, and when it ends.
+An error is the server's only when a known-good document fails the same way: documents that
+differ can share a defect (FerretDB fails each document with bad JSON with one message), and
+a batch of one could not tell at all. The probe re-inserts a document already stored (a
+healthy server answers "duplicate key"); into an empty collection it inserts and deletes one.
+
+Retries go on for as long as it takes (a server's refusal: until `halt_after_s`): the caller
+does not settle (so does not commit) until `write` returns, the consumer pauses meanwhile,
+and shutdown bounds it by cancelling. Every single attempt is bounded (server selection,
+socket and write-concern timeouts), so a half-open connection costs one timeout, not a hang.
+An outage is logged when it starts, every LOG_EVERY_S while it lasts, and when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -41,6 +54,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
+    DuplicateKeyError,
     OperationFailure,
     PyMongoError,
     WriteConcernError,
@@ -48,11 +62,13 @@ from pymongo.errors import (
 from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
+from stream.config import Settings
 from stream.engine.ports import DocumentRejected, WriteOutcome
+from stream.errors import SystemicError
 from stream.observability import metrics
 from stream.sms.codec import BSON_MAX_BYTES
 
-__all__ = ["DOCUMENT_CODES", "TRANSIENT_CODES", "MongoSink"]
+__all__ = ["DOCUMENT_CODES", "SERVER_CODES", "TRANSIENT_CODES", "MongoSink"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +91,14 @@ UNCLASSIFIED_ATTEMPTS = 5
 then dead-lettered (a document the server keeps refusing must not hold the batch forever)."""
 
 DUPLICATE_KEY_CODES = frozenset((11000, 11001, 12582))
-"""Already stored (insert-if-absent), across server versions."""
+"""A unique index holds the key already, across server versions: on `_id`, already stored."""
+ID_INDEX = "_id_"
+DUPLICATE_KEY_REASON = "duplicate_key"
+REFUSED_REASON = "mongo_refused"
+"""The halt's reason when the server refuses every write past the bound."""
+PROBE_ID = "stream-write-probe"
+"""`_id` of the document a probe inserts and deletes when the collection is empty."""
+_INDEX_IN_MESSAGE = re.compile(r"index: (\S+)")
 TRANSIENT_CODES = frozenset(
     (
         6,  # HostUnreachable
@@ -115,6 +138,16 @@ DOCUMENT_CODES = frozenset(
     )
 )
 """Codes that say this document can never be stored as it is."""
+SERVER_CODES = frozenset(
+    (
+        24,  # LockTimeout
+        46,  # LockBusy
+        14031,  # OutOfDiskSpace
+    )
+)
+"""Codes that say the server cannot write anything now, whatever the document (no probe:
+a duplicate-key probe may pass on a full disk); bounded by `halt_after_s`, unlike transient
+ones, as each needs an operator."""
 
 INDEXES = (
     IndexModel([("sender", ASCENDING), ("received_at", DESCENDING)], name="sender_received_at"),
@@ -154,6 +187,19 @@ def _is_transient(exc: PyMongoError) -> bool:
     )
 
 
+def _duplicate_index(error: Mapping[str, Any]) -> str | None:
+    """The unique index a duplicate-key write error is on, None when the server does not say
+    (MongoDB gives `keyPattern` and names it in `errmsg`; FerretDB does neither)."""
+    pattern = error.get("keyPattern")
+    match = _INDEX_IN_MESSAGE.search(str(error.get("errmsg", "")))
+    if isinstance(pattern, Mapping) and pattern:
+        if list(pattern) == ["_id"]:
+            return ID_INDEX
+        keys = ", ".join(map(str, pattern))
+        return f"{match.group(1)} ({keys})" if match is not None else f"on ({keys})"
+    return None if match is None else match.group(1)
+
+
 def _unencodable(document: dict[str, Any], max_bytes: int) -> str | None:
     """Why BSON cannot carry `document` to the server, or None if it can."""
     try:
@@ -174,10 +220,12 @@ class MongoSink:
         database: str,
         collection: str,
         *,
+        halt_after_s: float = Settings.mongo_halt_after_s,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`sleep` and `clock` pace the retries and the outage log; tests inject their own."""
+        """`halt_after_s` bounds a server-wide refusal before `write` raises SystemicError;
+        `sleep` and `clock` pace the retries and the outage log; tests inject their own."""
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
@@ -189,11 +237,20 @@ class MongoSink:
             collection, write_concern=WriteConcern(w="majority", j=True, wtimeout=WTIMEOUT_MS)
         )
         self._hosts = ",".join(f"{host}:{port}" for host, port in parse_uri(url)["nodelist"])
+        self._halt_after_s = halt_after_s
         self._sleep = sleep
         self._clock = clock
         self._failing_since: float | None = None
         self._last_logged = 0.0
-        self.healthy = True
+        self._reachable = True
+        self._failing_writes = 0
+        self._refusing_since: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Readiness: the server answered the last ping, no write is failing, and the
+        server is not refusing writes (a ping alone passes while it refuses them)."""
+        return self._reachable and self._failing_writes == 0 and self._refusing_since is None
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -203,10 +260,22 @@ class MongoSink:
         try:
             await self._client.admin.command("ping")
         except PyMongoError:
-            self.healthy = False
+            self._reachable = False
         else:
-            self.healthy = True
+            self._reachable = True
         return self.healthy
+
+    async def probe(self) -> SystemicError | None:
+        """While halted: does a write of a known-good document still fail?"""
+        error = await self._probe_write()
+        if error is None:
+            self._refusing_since = None
+            self._recovered()
+            return None
+        return SystemicError(
+            f"mongo at {self._hosts} refuses writes: {type(error).__name__}: {str(error)[:300]}",
+            reason=REFUSED_REASON,
+        )
 
     async def ensure_indexes(self) -> bool:
         """Create the readers' indexes that are missing; True when all exist. Called at start-up.
@@ -245,9 +314,10 @@ class MongoSink:
         """Insert every document not stored yet; count the new ones, return the refused ones.
 
         Called by the batch handler once per micro-batch. Returns only when every document is
-        stored or rejected (see the module docstring); raises only CancelledError. After
-        per-document errors the rest are written again (duplicates are harmless), because some
-        servers (FerretDB) may stop a bulk at the first failing document.
+        stored or rejected (see the module docstring); raises only CancelledError, or
+        SystemicError once the server has refused every write for `halt_after_s`. When a
+        bulk's errors and inserts do not account for every document (a server may stop a
+        bulk at the first failing one) the rest are written again (duplicates are harmless).
         """
         if not documents:
             return WriteOutcome(0, [])
@@ -257,82 +327,178 @@ class MongoSink:
         unclassified: dict[int, int] = {}
         delay = BACKOFF_FIRST_S
         started = time.perf_counter()
-        while remaining:
-            failure: PyMongoError | None = None
-            try:
-                await self._collection.insert_many([d for _, d in remaining], ordered=False)
-            except BulkWriteError as exc:
-                inserted += exc.details.get("nInserted", 0)
-                retry, refused = self._split(exc.details, remaining, unclassified)
-                rejected += refused
-                if exc.details.get("writeConcernErrors") or retry:
-                    failure = exc
-                elif not refused:
-                    break  # only duplicates: everything is stored
-                failed = {r.index for r in refused}
-                remaining = [item for item in remaining if item[0] not in failed]
-            except (bson.InvalidDocument, OverflowError, ValueError, RecursionError) as exc:
-                refused = self._isolate(remaining, exc)
-                rejected += refused
-                failed = {r.index for r in refused}
-                remaining = [item for item in remaining if item[0] not in failed]
-            except OperationFailure as exc:
-                if _is_transient(exc) or exc.code in CONFIGURATION_CODES:
-                    failure = exc
-                elif len(remaining) > 1:
-                    # A command error may be one document's doing (FerretDB fails a whole
-                    # insert with code 1 for some documents): find it one at a time.
-                    for index, document in remaining:
-                        alone = await self.write([document])
-                        inserted += alone.inserted
-                        rejected += [DocumentRejected(index, r.message) for r in alone.rejected]
-                    break
-                else:
-                    index = remaining[0][0]
-                    unclassified[index] = unclassified.get(index, 0) + 1
-                    if unclassified[index] >= UNCLASSIFIED_ATTEMPTS:
-                        rejected.append(DocumentRejected(index, f"code {exc.code}: {exc}"))
+        failing = False
+        try:
+            while remaining:
+                failure: PyMongoError | None = None
+                try:
+                    await self._collection.insert_many([d for _, d in remaining], ordered=False)
+                except BulkWriteError as exc:
+                    inserted += exc.details.get("nInserted", 0)
+                    try:
+                        refused, failure = await self._bulk_errors(exc, remaining, unclassified)
+                    except PyMongoError as lookup:  # the ids or the probe: try again
+                        refused, failure = [], lookup
+                    rejected += refused
+                    attempted = exc.details.get("nInserted", 0) + len(
+                        exc.details.get("writeErrors", [])
+                    )
+                    if failure is None and attempted == len(remaining):
+                        break  # every document stored, already stored or refused
+                    failed = {r.index for r in refused}
+                    remaining = [item for item in remaining if item[0] not in failed]
+                except (bson.InvalidDocument, OverflowError, ValueError, RecursionError) as exc:
+                    refused = self._isolate(remaining, exc)
+                    rejected += refused
+                    failed = {r.index for r in refused}
+                    remaining = [item for item in remaining if item[0] not in failed]
+                except OperationFailure as exc:
+                    if (
+                        _is_transient(exc)
+                        or exc.code in CONFIGURATION_CODES
+                        or await self._server_refuses(exc.code)
+                    ):
+                        failure = exc
+                    elif len(remaining) > 1:
+                        # A command error may be one document's doing (FerretDB fails a whole
+                        # insert with code 1 for some documents): find it one at a time.
+                        for index, document in remaining:
+                            alone = await self.write([document])
+                            inserted += alone.inserted
+                            rejected += [
+                                DocumentRejected(index, r.message, r.reason) for r in alone.rejected
+                            ]
                         break
+                    else:
+                        index = remaining[0][0]
+                        unclassified[index] = unclassified.get(index, 0) + 1
+                        if unclassified[index] >= UNCLASSIFIED_ATTEMPTS:
+                            rejected.append(DocumentRejected(index, f"code {exc.code}: {exc}"))
+                            break
+                        failure = exc
+                except PyMongoError as exc:
                     failure = exc
-            except PyMongoError as exc:
-                failure = exc
-            else:
-                inserted += len(remaining)
-                break
-            if failure is not None:
+                else:
+                    inserted += len(remaining)
+                    break
+                if failure is None:
+                    continue
+                if not failing:
+                    failing = True
+                    self._failing_writes += 1
                 self._failed(failure, delay)
+                self._halt_if_refusing_too_long(failure)
                 await self._sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
+        finally:
+            if failing:
+                self._failing_writes -= 1
+        self._refusing_since = None
         self._recovered()
         metrics.MONGO_WRITE.observe(time.perf_counter() - started)
         return WriteOutcome(inserted, rejected)
 
-    def _split(
+    async def _bulk_errors(
         self,
-        details: Mapping[str, Any],
+        exc: BulkWriteError,
         remaining: list[tuple[int, dict[str, Any]]],
         unclassified: dict[int, int],
-    ) -> tuple[bool, list[DocumentRejected]]:
-        """Classify a bulk's write errors: (any to retry?, documents rejected for good)."""
-        retry = False
+    ) -> tuple[list[DocumentRejected], PyMongoError | None]:
+        """Classify a bulk's write errors: the documents refused for good, and the error to
+        retry the rest for (None: nothing to retry). Raises when a lookup fails."""
+        retry = bool(exc.details.get("writeConcernErrors"))
         refused: list[DocumentRejected] = []
-        for error in details.get("writeErrors", []):
+        unnamed: dict[Any, int] = {}
+        suspects: list[tuple[int, int | None, str]] = []
+        for error in exc.details.get("writeErrors", []):
             code = error.get("code")
-            original = remaining[error["index"]][0]
+            original, document = remaining[error["index"]]
             message = f"code {code}: {error.get('errmsg', '')}"
             if code in DUPLICATE_KEY_CODES:
-                continue
-            if code in TRANSIENT_CODES:
+                index = _duplicate_index(error)
+                if index is None:
+                    unnamed[document["_id"]] = original
+                elif index != ID_INDEX:
+                    refused.append(_duplicate(original, index, message))
+            elif code in TRANSIENT_CODES:
                 retry = True
             elif code in DOCUMENT_CODES:
                 refused.append(DocumentRejected(original, message))
             else:
+                suspects.append((original, code, message))
+        if unnamed:
+            refused += await self._unstored(unnamed)
+        if suspects and await self._server_refuses(suspects[0][1]):
+            retry = True
+        else:
+            for original, _, message in suspects:
                 unclassified[original] = unclassified.get(original, 0) + 1
                 if unclassified[original] >= UNCLASSIFIED_ATTEMPTS:
                     refused.append(DocumentRejected(original, message))
                 else:
                     retry = True
-        return retry, refused
+        return refused, exc if retry else None
+
+    async def _unstored(self, duplicates: dict[Any, int]) -> list[DocumentRejected]:
+        """Of the documents refused as duplicates on an unnamed index (`_id` -> position),
+        those whose id is not stored: they clash on another unique index."""
+        ids = list(duplicates)
+        stored = {
+            document["_id"]
+            async for document in self._collection.find({"_id": {"$in": ids}}, {"_id": 1})
+        }
+        missing = [i for i in ids if i not in stored]
+        if not missing:
+            return []
+        unique = [
+            index["name"]
+            async for index in await self._collection.list_indexes()
+            if index.get("unique") and index["name"] != ID_INDEX
+        ]
+        name = " or ".join(unique) or "(unnamed)"
+        message = "the server did not name the index, and the id is not stored"
+        return [_duplicate(duplicates[i], name, message) for i in missing]
+
+    async def _server_refuses(self, code: int | None) -> bool:
+        """Whether an error with `code` is the server's (see the module docstring); the
+        first time it is, the refusal's start is noted for the halt bound."""
+        if code not in SERVER_CODES:
+            self._failing_writes += 1  # not ready while it tells (FerretDB's lock: 20 s)
+            try:
+                error = await self._probe_write()
+            finally:
+                self._failing_writes -= 1
+            if error is None or not (_code(error) == code or _is_transient(error)):
+                return False
+        if self._refusing_since is None:
+            self._refusing_since = self._clock()
+        return True
+
+    async def _probe_write(self) -> PyMongoError | None:
+        """Write a known-good document; the error it meets, None when the server took it."""
+        try:
+            known = await self._collection.find_one({})
+            if known is None:
+                await self._collection.insert_one({"_id": PROBE_ID})
+                await self._collection.delete_one({"_id": PROBE_ID})
+            else:
+                await self._collection.insert_one(known)
+        except DuplicateKeyError:
+            return None
+        except PyMongoError as exc:
+            return exc
+        return None
+
+    def _halt_if_refusing_too_long(self, failure: PyMongoError) -> None:
+        since = self._refusing_since
+        if since is None or self._clock() - since < self._halt_after_s:
+            return
+        raise SystemicError(
+            f"mongo at {self._hosts} has refused every write for {self._clock() - since:.0f}s "
+            f"with an error that is the server's, not a document's: "
+            f"{type(failure).__name__}: {str(failure)[:300]}",
+            reason=REFUSED_REASON,
+        )
 
     def _isolate(
         self, remaining: list[tuple[int, dict[str, Any]]], exc: Exception
@@ -351,8 +517,7 @@ class MongoSink:
         return refused
 
     def _failed(self, exc: PyMongoError, delay: float) -> None:
-        """Mark unhealthy and log the failure: its first time, then every LOG_EVERY_S."""
-        self.healthy = False
+        """Log the failure: its first time, then every LOG_EVERY_S."""
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
@@ -378,4 +543,9 @@ class MongoSink:
                 self._clock() - self._failing_since,
             )
             self._failing_since = None
-        self.healthy = True
+
+
+def _duplicate(index: int, unique_index: str, message: str) -> DocumentRejected:
+    return DocumentRejected(
+        index, f"duplicate key on unique index {unique_index}: {message}", DUPLICATE_KEY_REASON
+    )

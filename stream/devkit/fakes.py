@@ -4,7 +4,8 @@ They behave like the real parts in what the engine relies on, and no more:
 
     FakeConsumer   a group member over in-memory partitions: positions, pause/resume,
                    seek, commits (can be made to fail), rebalances driven by the test
-    FakeSink       documents by `_id`, insert-if-absent; can refuse ids or hold writes
+    FakeSink       documents by `_id`, insert-if-absent; can refuse ids, hold writes, or
+                   refuse every write (a server-wide fault)
     FakePublisher  records by topic, acknowledged at once or held (a Kafka outage)
     ManualClock    time that moves only when the test calls `advance`
     ScriptedProcessor  outcomes chosen per SMS id (transient, permanent, systemic, held)
@@ -123,11 +124,12 @@ class FakeConsumer:
         return offset
 
     async def assign(self, tps: set[TopicPartition]) -> None:
-        """A rebalance: revoke everything (listener first), then assign `tps`."""
+        """A rebalance: revoke everything (listener first), then assign `tps`, none of
+        them paused (aiokafka starts every new assignment fetchable)."""
         if self._listener is not None and self._assignment:
             await self._listener.on_partitions_revoked(set(self._assignment))
         self._assignment = set(tps)
-        self._paused &= self._assignment
+        self._paused.clear()
         for tp in tps:
             self._position[tp] = self.committed_offsets.get(tp, 0)
         if self._listener is not None:
@@ -216,12 +218,16 @@ class FakeSink:
         self.documents: dict[str, dict[str, Any]] = {}
         self.writes = 0
         self.refuse = set(refuse or ())
+        self.refusing: SystemicError | None = None
         self.open = asyncio.Event()
         self.open.set()
 
     async def write(self, documents: Sequence[dict[str, Any]]) -> WriteOutcome:
-        """Waits while `open` is clear (MongoDB down); refuses ids in `refuse`."""
+        """Waits while `open` is clear (MongoDB down); raises `refusing` when set (the
+        sink's bound on a server-wide refusal has passed); refuses ids in `refuse`."""
         await self.open.wait()
+        if self.refusing is not None:
+            raise self.refusing
         self.writes += 1
         inserted = 0
         rejected: list[DocumentRejected] = []

@@ -9,7 +9,9 @@ The commit sequence, in this order (the order is what makes commits safe):
 4. if the batch would push the dead-lettered share over the breaker's limit, halt likewise;
 5. write the documents (the sink returns once they are durable) and publish the failures
    (the publisher returns once every in-sync replica has them), concurrently; a document
-   the server refuses for good is then published to the DLQ as `unstorable`;
+   the server refuses for good is then published to the DLQ with the sink's reason
+   (`unstorable`, `duplicate_key`), unless that pushes the breaker over its limit: then
+   halt; a sink that says the server refuses every write halts likewise (and probes);
 6. settle every offset of the batch;
 7. the loop commits, per partition, one past the end of the settled prefix.
 If step 5 cannot complete (MongoDB or Kafka down), the batch waits there and nothing is
@@ -21,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -196,20 +197,27 @@ class BatchHandler:
             else:
                 documents.append(self._document(sms, result, origin, now))
                 stored_from.append((record, origin))
-        self._check_breaker(len(batch), deliveries)
+        dead = sum(1 for d in deliveries if d.topic == self._settings.dlq_topic)
+        self._check_breaker(len(batch), dead)
 
-        written, _ = await asyncio.gather(
-            self._sink.write(documents), self._publisher.publish(deliveries)
+        written, published = await asyncio.gather(
+            self._sink.write(documents),
+            self._publisher.publish(deliveries),
+            return_exceptions=True,
         )
+        if isinstance(published, BaseException):
+            raise published
+        if isinstance(written, SystemicError):
+            raise Halted(written.reason, str(written), written.setting, probe=True)
+        if isinstance(written, BaseException):
+            raise written
         if written.rejected:
-            unstorable = [
-                self._failure(
-                    *stored_from[r.index], PermanentError(r.message, reason="unstorable")
-                )
+            self._check_breaker(0, len(written.rejected))
+            refused = [
+                self._failure(*stored_from[r.index], PermanentError(r.message, reason=r.reason))
                 for r in written.rejected
             ]
-            await self._publisher.publish(unstorable)
-            self._breaker.record(self._clock.monotonic(), 0, len(unstorable))
+            await self._publisher.publish(refused)
         batch.settle()
         metrics.STORED.inc(written.inserted)
         metrics.ALREADY_STORED.inc(len(documents) - len(written.rejected) - written.inserted)
@@ -220,10 +228,12 @@ class BatchHandler:
         )
         metrics.BATCH_CYCLE.observe(self._clock.monotonic() - started)
 
-    def _check_breaker(self, total: int, deliveries: Sequence[Delivery]) -> None:
-        """Count the batch's dead letters before they are published (concurrent batches
-        see each other's), or halt instead of publishing them."""
-        dead = sum(1 for d in deliveries if d.topic == self._settings.dlq_topic)
+    def _check_breaker(self, total: int, dead: int) -> None:
+        """Count `total` more settled records, `dead` more dead letters, before those are
+        published (concurrent batches see each other's), or halt instead of publishing.
+
+        Called before the write with the batch's size and its failures, and after it with
+        0 and the documents the sink refused (the batch was counted already)."""
         now = self._clock.monotonic()
         if self._breaker.would_trip(now, total, dead):
             settings = self._settings
@@ -231,7 +241,8 @@ class BatchHandler:
                 DLQ_BREAKER_REASON,
                 f"more than {settings.dlq_halt_ratio:.0%} of the records of the last "
                 f"{settings.dlq_halt_window_s:g} s would go to the dead-letter topic "
-                f"({dead} of this batch of {total}): a bad deploy or a broken producer?",
+                f"({dead} more from one batch): a bad deploy, a broken producer, or a "
+                "unique index the SMS clash on?",
                 "STREAM_DLQ_HALT_RATIO",
                 probe=False,
             )

@@ -13,6 +13,8 @@ The loop only orchestrates. Per iteration:
 A batch that raises `Halted` halts consumption: the other batches get `drain_timeout` to
 settle, settled offsets are committed, every partition is paused and rewound to its first
 unsettled record; the processor's probe, every `halt_probe_interval`, ends a halt it can.
+Partitions assigned during a halt are paused as they are assigned, and a batch that meets
+the halt under way is rewound too, so a rebalance never strands records behind a halt.
 On revocation, batches holding revoked partitions get `drain_timeout` to settle; the rest
 are cancelled (so they stop publishing copies the new owner will publish too), settled
 offsets are committed and the partitions' state is dropped. On stop, fetching stops,
@@ -221,7 +223,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
     def _start(self, batch: Batch) -> None:
         metrics.BATCH_CURRENT.set(len(batch))
         task = asyncio.create_task(self._handler.handle(batch))
-        self._batches[task] = frozenset(batch.partitions)
+        tps = frozenset(batch.partitions)
+        self._batches[task] = tps
         self._in_flight += len(batch)
         size = len(batch)
 
@@ -232,7 +235,11 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 return
             error = done.exception()
             if isinstance(error, Halted):
-                if self._halt_request is None and self.halt is None:
+                if self.halt is not None:
+                    # Fetched from a partition assigned during the halt: read it again
+                    # once the halt ends (entering a halt rewinds everything else).
+                    self._rewind(tps)
+                elif self._halt_request is None:
                     self._halt_request = error
             elif error is not None:
                 self._failure = error
@@ -402,7 +409,11 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             log.info("partitions revoked", extra={"partitions": partitions_field(revoked)})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Called by aiokafka after a rebalance; remember committed offsets for lag."""
+        """Called by aiokafka after a rebalance: while halted, pause the new partitions
+        before anything is fetched from them (aiokafka starts them fetchable, and the loop
+        applies its pauses only between fetches); remember committed offsets for lag."""
+        if assigned and (self.halt is not None or self._halt_request is not None):
+            self._consumer.pause(*assigned)
         for tp in assigned:
             state = self._tracker.partition(tp)
             with contextlib.suppress(KafkaError, TimeoutError):

@@ -30,10 +30,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class DocumentRejected:
-    """A document the server refused for good (e.g. an unstorable field): goes to the DLQ."""
+    """A document the server refused for good: goes to the DLQ with `reason` as its error
+    class (`unstorable`: a field the server cannot store; `duplicate_key`: a unique index
+    other than `_id` holds another SMS with the same key)."""
 
     index: int
     message: str
+    reason: str = "unstorable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,9 @@ class Processor(Protocol):
 
 
 class Sink(Protocol):
-    """Stores documents idempotently by `_id`; returns only once they are durable."""
+    """Stores documents idempotently by `_id`; returns only once they are durable, or
+    raises `SystemicError` when the server has refused every write for longer than its
+    bound (not any document's fault: the engine halts, and the probe resumes)."""
 
     async def write(self, documents: Sequence[dict[str, Any]]) -> WriteOutcome: ...
 

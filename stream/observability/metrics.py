@@ -135,7 +135,8 @@ LAST_COMMIT_TIME = Gauge(
 )
 HALTED = Gauge(
     "stream_halted",
-    "1 while consumption is halted by a systemic fault, by reason (http_401, dns, dlq_rate...)",
+    "1 while consumption is halted by a systemic fault, by reason (http_401, dns, dlq_rate, "
+    "mongo_refused...)",
     ["reason"],
 )
 READY = Gauge("stream_ready", "1 while /readyz would answer 200, as of the last scrape")
