@@ -229,6 +229,21 @@ def test_the_pace_probes_up_to_twice_the_estimate_after_the_probe_wait() -> None
     assert estimator.estimate == pytest.approx(50.0)
 
 
+@pytest.mark.parametrize(("retry_after_s", "rate"), [(9.5, 500 / 9.0), (1.0, 1000.0)])
+def test_a_long_retry_after_bounds_the_first_estimate(retry_after_s: float, rate: float) -> None:
+    # 500 calls in 0.5 s, then a Retry-After: to a fixed window's end (the window's rate,
+    # less a second of rounding), or a bucket's usual second (no bound: the burst's rate).
+    clock = ManualClock()
+    pauses = Pauses(clock)
+    estimator = RateEstimator(pauses, 0.0)
+    for n in range(500):
+        estimator.on_grant(n * 0.001)
+    clock.now = 0.5
+    pauses.hold(0.5 + retry_after_s)
+    estimator.on_refusal(0.5, seq=501, at=0.5, pace=math.inf, paused=0.0)
+    assert estimator.estimate == pytest.approx(rate)
+
+
 @pytest.mark.parametrize("rate", [40.0, 100.0, 300.0])
 def test_the_refill_fit_finds_the_rate_behind_a_small_bucket(rate: float) -> None:
     # Each segment: the bucket (20 calls) refilled during the pause, then `rate` x sending.

@@ -33,6 +33,9 @@ refusal per window, each window's quota accepted between them.
    times the sending time (`fit_refill`). But while refusals cost at most JITTER_COST of
    the time, a cruise refusal is timing jitter (calls reach the upstream milliseconds off
    their spacing) and the estimate holds.
+5. A refusal whose Retry-After is long (LONG_PAUSE_S or more, as a fixed window's to its
+   end) bounds the estimate: the calls accepted since the previous refusal over their
+   sending time and that pause (less its rounding up) is all the upstream let through.
 """
 
 from __future__ import annotations
@@ -113,6 +116,17 @@ PROBE_WAIT_GROWTH = 3.0
 PROBE_WAIT_MAX_S = 60.0
 PROBE_COST_RATIO = 40.0
 
+# A refusal's Retry-After of LONG_PAUSE_S or more says the upstream takes nothing for that
+# long, less the rounding up to whole seconds (RETRY_AFTER_ROUNDING_S): the calls accepted
+# since the previous refusal, over their sending time and that, bound the rate from above.
+# That is a fixed window's rate when the pause runs to the window's end; a token bucket
+# that sends so long a pause refills at most a call per pause. Without the bound, a first
+# estimate from slow start's burst into a fresh window is ~25 times the window's rate, and
+# until the refill fit catches up each window loses the calls sent at that pace while its
+# refusal is on the way back (6-8 of 500 per 10 s simulated, up to 16 over HTTP).
+LONG_PAUSE_S = 2.0
+RETRY_AFTER_ROUNDING_S = 1.0
+
 
 class RateEstimator:
     """The estimate of the allowed rate, and the probe cycle around it.
@@ -173,6 +187,7 @@ class RateEstimator:
             self._refused_since_anchor += 1
             return False
         elapsed = at - self._anchor_at - (paused - self._anchor_paused)
+        own_pause = self._pauses.total - paused  # what this refusal's Retry-After added
         estimate = self.estimate
         # What this refusal cost: its own pause (a Retry-After) and the refused call.
         self._cost = self._refusal_cost(now) * JITTER_TAU_S + self._pauses.total - paused
@@ -185,7 +200,8 @@ class RateEstimator:
             span = max(elapsed, now - self._anchor_at)
             if accepted >= MIN_SAMPLE_CALLS and span > 0:
                 recent = sum(1 for t in self._first_grants if t >= at - FIRST_RATE_WINDOW_S)
-                self.estimate = max(accepted / span, recent / FIRST_RATE_WINDOW_S)
+                first = max(accepted / span, recent / FIRST_RATE_WINDOW_S)
+                self.estimate = _capped_by_pause(first, accepted, span, own_pause)
             else:
                 self._estimate_pending = True
             self._first_grants.clear()
@@ -230,6 +246,8 @@ class RateEstimator:
             jitter = self._refusal_cost(now) <= JITTER_COST
             segment = (float(accepted), elapsed, pause)
             self._on_cruise_refusal(estimate, cruise, segment, sample, jitter)
+        if self.estimate is not None:
+            self.estimate = _capped_by_pause(self.estimate, accepted, elapsed, own_pause)
         self.restart_cruise(now, seq, at, paused)
         return True
 
@@ -320,6 +338,13 @@ class RateEstimator:
                 ramp = PROBE_MAX
             pace *= ramp
         return pace
+
+
+def _capped_by_pause(estimate: float, accepted: int, sending_s: float, pause_s: float) -> float:
+    """The estimate, at most what a long Retry-After says the upstream lets through."""
+    if pause_s < LONG_PAUSE_S:
+        return estimate
+    return min(estimate, accepted / (sending_s + pause_s - RETRY_AFTER_ROUNDING_S))
 
 
 def fit_refill(segments: list[tuple[float, float, float]]) -> float | None:
