@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal, Protocol, cast
 
+from stream.devkit.ratelimit import FixedWindow, TokenBucket, whole_seconds
 from stream.processors.limiter import AdaptiveLimiter, Quota
 
 __all__ = [
@@ -365,10 +366,9 @@ class _UpstreamModel:
         self.phases = upstream.phases
         self.index = 0  # the current phase; virtual time only moves forward
         first = self.phases[0]
-        self.tokens = first.rate_per_s * first.burst_s if math.isfinite(first.rate_per_s) else 0.0
-        self.tokens_at = 0.0
-        self.window_start = 0.0
-        self.window_used = 0
+        full = first.rate_per_s * first.burst_s if math.isfinite(first.rate_per_s) else 0.0
+        self.bucket = TokenBucket(0.0, full)
+        self.window = FixedWindow(0.0)
         self.serving = 0
 
     def _advance(self, now: float) -> Phase:
@@ -376,31 +376,22 @@ class _UpstreamModel:
         while self.index + 1 < len(self.phases) and self.phases[self.index + 1].at_s <= now:
             self._refill(self.phases[self.index + 1].at_s)
             self.index += 1
-            self.window_start, self.window_used = self.phases[self.index].at_s, 0
+            self.window = FixedWindow(self.phases[self.index].at_s)
         self._refill(now)
         return self.phases[self.index]
 
     def _refill(self, now: float) -> None:
         phase = self.phases[self.index]
-        if now <= self.tokens_at:  # a request overtaken by one sent later (jitter)
-            return
         if math.isfinite(phase.rate_per_s):
-            size = phase.rate_per_s * phase.burst_s
-            self.tokens = min(size, self.tokens + (now - self.tokens_at) * phase.rate_per_s)
-        self.tokens_at = now
+            self.bucket.refill(phase.rate_per_s, phase.rate_per_s * phase.burst_s, now)
+        else:  # no rate limit: the bucket keeps what it had for a limit set later
+            self.bucket.refill(0.0, math.inf, now)
 
     def _window(self, phase: Phase, now: float) -> tuple[bool, float, Quota]:
         """Take one call of the fixed window: (accepted, seconds to its end, quota after)."""
-        if now >= self.window_start + phase.window_s:
-            elapsed = math.floor((now - self.window_start) / phase.window_s)
-            self.window_start += elapsed * phase.window_s
-            self.window_used = 0
         quota_n = round(phase.rate_per_s * phase.window_s)
-        left = self.window_start + phase.window_s - now
-        accepted = self.window_used < quota_n
-        self.window_used += accepted
-        # Reset in whole seconds, rounded up, as real APIs send it.
-        quota = Quota(quota_n - self.window_used, float(math.ceil(left)), quota_n, phase.window_s)
+        accepted, left, remaining = self.window.take(quota_n, phase.window_s, now)
+        quota = Quota(remaining, float(whole_seconds(left)), quota_n, phase.window_s)
         return accepted, left, quota
 
     def call(self, now: float, timeout_s: float) -> _Answer:
@@ -419,13 +410,13 @@ class _UpstreamModel:
             accepted, left, window_quota = self._window(phase, arrives)
             quota = window_quota if phase.quota_headers else None
             if not accepted:
-                return _Answer("429", reject, False, float(max(1, math.ceil(left))), quota)
+                return _Answer("429", reject, False, float(whole_seconds(left)), quota)
         elif math.isfinite(phase.rate_per_s):
-            if self.tokens < 1.0:
+            size = phase.rate_per_s * phase.burst_s
+            if self.bucket.take(phase.rate_per_s, size, arrives) > 0:
                 if phase.refuse_503:
                     return _Answer("503", reject, False)
                 return _Answer("429", reject, False, self.spec.retry_after_s)
-            self.tokens -= 1.0
         latency = phase.latency.sample(self.rng)
         self.serving += 1
         if latency > timeout_s:  # the server gives up when the client does
