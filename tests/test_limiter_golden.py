@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from stream.devkit import limiter_sim as sim
+from stream.devkit.limiter_sim import engine
 from stream.processors.limiter import AdaptiveLimiter, Permit
 
 GOLDEN = Path(__file__).parent / "data" / "limiter_golden.txt"
@@ -54,7 +55,7 @@ def record(name: str, seed: int, patch: pytest.MonkeyPatch) -> str:
 
     scenario, _ = sim.SUITE[name]
     with patch.context() as m:
-        m.setattr(sim, "AdaptiveLimiter", factory)
+        m.setattr(engine, "AdaptiveLimiter", factory)
         trace = sim.simulate(scenario, seed)
     (limiter,) = made
     calls = [f"{c.sent_at!r} {c.done_at!r} {c.outcome}" for c in trace.calls]
