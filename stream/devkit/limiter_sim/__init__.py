@@ -77,7 +77,7 @@ from stream.devkit.limiter_sim.spec import (
     Scenario,
     Upstream,
 )
-from stream.devkit.limiter_sim.trace import Call, Trace
+from stream.devkit.limiter_sim.trace import Call, Measures, Trace
 
 __all__ = [
     "ALLOWED",
@@ -109,6 +109,7 @@ __all__ = [
     "Figures",
     "Latency",
     "Load",
+    "Measures",
     "Mode",
     "Outcome",
     "Phase",

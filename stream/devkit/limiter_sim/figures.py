@@ -28,7 +28,7 @@ from stream.devkit.limiter_sim.scenarios import (
     WARMUP_S,
 )
 from stream.devkit.limiter_sim.spec import Scenario
-from stream.devkit.limiter_sim.trace import Trace
+from stream.devkit.limiter_sim.trace import Measures, Trace
 
 __all__ = [
     "NEVER",
@@ -59,7 +59,7 @@ def _phase(scenario: Scenario, index: int) -> float:
     return scenario.upstream.phases[index].at_s
 
 
-def _first(trace: Trace, t0: float, t1: float, ok: Callable[[float], bool]) -> float:
+def _first(trace: Measures, t0: float, t1: float, ok: Callable[[float], bool]) -> float:
     """Seconds after t0 until `ok` first holds (0.5 s grid), or NEVER."""
     at = trace.first_time(t0, t1, ok)
     return NEVER if at is None else at - t0
@@ -157,11 +157,11 @@ def figures_s5(t: Trace) -> Figures:
     }
 
 
-def _refused(t: Trace, t0: float, t1: float) -> float:
+def _refused(t: Measures, t0: float, t1: float) -> float:
     return t.share("429", t0, t1) + t.share("503", t0, t1)
 
 
-def figures_shape(t: Trace) -> Figures:
+def figures_shape(t: Measures) -> Figures:
     """Goodput against the allowed rate and the refused share, after the warm-up; for a
     fixed window over whole windows (its allowed rate is per window, not per second)."""
     first = t.scenario.upstream.phases[0]
@@ -179,7 +179,7 @@ def figures_shape(t: Trace) -> Figures:
     return figures
 
 
-def figures_steps(t: Trace) -> Figures:
+def figures_steps(t: Measures) -> Figures:
     """Each step: seconds until goodput (over 2 s) is within 10 % of the new rate."""
     down, up = _phase(t.scenario, 1), _phase(t.scenario, 2)
     half = ALLOWED / 2

@@ -6,10 +6,30 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 from stream.devkit.limiter_sim.spec import Outcome, Scenario
 
-__all__ = ["Call", "Trace"]
+__all__ = ["Call", "Measures", "Trace"]
+
+
+class Measures(Protocol):
+    """What the rate-limit shapes' figures read from a run: a simulated `Trace`, or the
+    samples a benchmark took of a run over real HTTP (`bench.limiter_scenarios`), so both
+    report the same figures. Rates per second over [t0, t1)."""
+
+    @property
+    def scenario(self) -> Scenario: ...
+
+    def goodput(self, t0: float, t1: float) -> float: ...
+
+    def share(self, outcome: Outcome, t0: float, t1: float) -> float: ...
+
+    def first_time(
+        self, t0: float, t1: float, ok: Callable[[float], bool], step_s: float = 0.5
+    ) -> float | None: ...
+
+    def sends_during_retry_after(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
