@@ -646,58 +646,76 @@ def _baselines(m: _Measured) -> list[Figure]:
     ]
 
 
-def _shape(m: _Measured) -> list[Figure]:
-    """The shapes' goals: goodput against the allowed rate and the refused share after the
-    warm-up (a fixed window over whole windows), bars as in tests/test_limiter.py."""
-    t, first = m.trace, m.scenario.upstream.phases[0]
-    t0, t1 = sim.WARMUP_S, t.end
-    if first.window_s > 0:
-        w = first.window_s
-        t0, t1 = math.ceil(t0 / w) * w, math.floor(t1 / w) * w
-    strict = first.refuse_503
-    figures = [
-        Figure(
-            "goodput/allowed",
-            t.rate("ok", t0, t1) / first.rate_per_s,
-            (">=", 0.9 if strict else 0.98 if first.quota_headers else 0.95),
-            "goodput",
-        ),
-        Figure(
-            "refused share",
-            t.share("refused", t0, t1),
-            ("<=", 0.02 if strict else 0.01),
-            "rejection",
-        ),
-        Figure("sent in pause", t.sent_in_pause(), ("==", 0), "other"),
+class _AsSimulated:
+    """A run's samples read as the simulator's figures read its trace (`sim.Measures`), so
+    the shapes' figures are computed by the simulator's own functions. Answers are counted
+    when they arrive (the simulator counts calls when sent: the same over whole windows)."""
+
+    def __init__(self, m: _Measured) -> None:
+        self.scenario = m.scenario
+        self._trace = m.trace
+
+    def goodput(self, t0: float, t1: float) -> float:
+        return self._trace.rate("ok", t0, t1)
+
+    def share(self, outcome: sim.Outcome, t0: float, t1: float) -> float:
+        t = self._trace
+        if outcome == "ok":
+            return t.share("ok", t0, t1)
+        if outcome == "429":
+            return t.share("rejected", t0, t1)
+        if outcome == "503":  # every refusal that is not a 429 (5xx)
+            return t.share("refused", t0, t1) - t.share("rejected", t0, t1)
+        raise ValueError(f"the samples do not count {outcome!r} apart")
+
+    def first_time(
+        self, t0: float, t1: float, ok: Callable[[float], bool], step_s: float = 0.5
+    ) -> float | None:
+        after = self._trace.first(t0, t1, ok, step_s)
+        return None if math.isinf(after) else t0 + after
+
+    def sends_during_retry_after(self) -> float:
+        return self._trace.sent_in_pause()
+
+
+_SHAPE_COLUMNS: dict[str, Column] = {
+    "goodput/allowed": "goodput",
+    "refused share": "rejection",
+    "down: within 10 % s": "convergence",
+    "up: within 10 % s": "convergence",
+}
+
+
+def _with_bars(figures: sim.Figures, bars: dict[str, tuple[str, float]]) -> list[Figure]:
+    return [
+        Figure(name, value, bars.get(name), _SHAPE_COLUMNS.get(name, "other"))
+        for name, value in figures.items()
     ]
-    if first.quota_headers:
-        after = min(first.window_s, t1)
-        figures.append(
-            Figure("refused after 1st window", t.count("refused", after, t1), ("==", 0), "other")
-        )
-    return figures
+
+
+def _shape(m: _Measured) -> list[Figure]:
+    """The simulator's shape figures, against issue 11's goals (the simulator's tests hold
+    some shapes to lower floors, marked BELOW_GOAL there)."""
+    first = m.scenario.upstream.phases[0]
+    strict = first.refuse_503
+    bars = {
+        "goodput/allowed": (">=", 0.9 if strict else 0.98 if first.quota_headers else 0.95),
+        "refused share": ("<=", 0.02 if strict else 0.01),
+        "sent in pause": ("==", 0.0),
+        "refused after 1st window": ("==", 0.0),
+    }
+    return _with_bars(sim.figures_shape(_AsSimulated(m)), bars)
 
 
 def _steps(m: _Measured) -> list[Figure]:
-    t = m.trace
-    down, up = _at(m.scenario, 1), _at(m.scenario, 2)
-    allowed, half = sim.ALLOWED, sim.ALLOWED / 2
-
-    def near(rate: float) -> Callable[[float], bool]:
-        return lambda x: abs(t.rate("ok", x, x + 2) / rate - 1.0) <= 0.1
-
-    return [
-        Figure(
-            "goodput/allowed",
-            (t.rate("ok", sim.WARMUP_S, down) + t.rate("ok", up + 10, t.end)) / allowed / 2,
-            (">=", 0.95),
-            "goodput",
-        ),
-        Figure("refused share", t.share("refused", sim.WARMUP_S, t.end), ("<=", 0.01), "rejection"),
-        Figure("down: within 10 % s", t.first(down, up, near(half)), ("<=", 10), "convergence"),
-        Figure("up: within 10 % s", t.first(up, t.end, near(allowed)), ("<=", 10), "convergence"),
-        Figure("down: goodput/allowed", t.rate("ok", down + 10, up) / half, None, "other"),
-    ]
+    bars = {
+        "goodput/allowed": (">=", 0.95),
+        "refused share": ("<=", 0.01),
+        "down: within 10 % s": ("<=", 10.0),
+        "up: within 10 % s": ("<=", 10.0),
+        "sent in pause": ("==", 0.0),
+    }
+    return _with_bars(sim.figures_steps(_AsSimulated(m)), bars)
 
 
 # ----------------------------------------------------------------------------- the plans

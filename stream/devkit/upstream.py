@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from stream.config import parse_duration
+from stream.devkit.ratelimit import FixedWindow, TokenBucket, whole_seconds
 from stream.errors import ConfigError
 from stream.observability import logs
 from stream.observability.httpserver import Abort, HttpServer, Request, Response, json_response
@@ -247,49 +248,11 @@ def _checked(phases: list[Phase]) -> tuple[Phase, ...]:
     return tuple(typed)
 
 
-class _TokenBucket:
-    """Admission at `rate` per second with bursts up to the bucket size."""
-
-    def __init__(self, now: float) -> None:
-        self._tokens = math.inf  # starts full, whatever the size turns out to be
-        self._updated = now
-
-    def take(self, rate: float, size: float, now: float) -> float:
-        """0.0 if a token was taken, else the seconds until one will be there."""
-        if rate <= 0:  # unlimited: keep the bucket full for when a rate is set
-            self._tokens, self._updated = size, now
-            return 0.0
-        self._tokens = min(size, self._tokens + (now - self._updated) * rate)
-        self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / rate
-
-
-class _FixedWindow:
-    """Admission of `quota` calls per window of `window` seconds, windows aligned to the
-    start (or reset) of the upstream."""
-
-    def __init__(self, now: float) -> None:
-        self._start = now
-        self._used = 0
-
-    def take(self, quota: int, window: float, now: float) -> tuple[bool, float, int]:
-        """(accepted, seconds until the window ends, calls left in it after this one)."""
-        if now >= self._start + window:
-            self._start += math.floor((now - self._start) / window) * window
-            self._used = 0
-        accepted = self._used < quota
-        self._used += accepted
-        return accepted, self._start + window - now, quota - self._used
-
-
 def _quota_headers(
     form: str, quota: int, window: float, left_s: float, remaining: int
 ) -> dict[str, str]:
     """The quota as `form` tells it; Reset rounded up to whole seconds, as APIs send it."""
-    reset = max(1, math.ceil(left_s))
+    reset = whole_seconds(left_s)
     if form == "structured":
         return {
             "ratelimit": f'"window";r={remaining};t={reset}',
@@ -311,7 +274,7 @@ def _quota_headers(
 
 def _retry_after(wait_s: float, as_date: bool) -> str:
     """Whole seconds, at least 1 (or that instant as an HTTP-date, rounded up)."""
-    seconds = max(1, math.ceil(wait_s))
+    seconds = whole_seconds(wait_s)
     if not as_date:
         return str(seconds)
     instant = datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC)
@@ -427,8 +390,8 @@ class ReferenceUpstream:
         now = self._clock()
         self._started = now
         self._schedule_start = now
-        self._bucket = _TokenBucket(now)
-        self._window = _FixedWindow(now)
+        self._bucket = TokenBucket(now)
+        self._window = FixedWindow(now)
         self._counts = dict.fromkeys(_OUTCOMES, 0)
         self._requests = 0
         self._concurrency_high_water = self._concurrency  # requests in progress stay counted

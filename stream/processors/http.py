@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -55,7 +54,7 @@ from stream.processors.httpclient import (
     Timeout,
 )
 from stream.processors.lifecycle import Lifecycle
-from stream.processors.limiter import AdaptiveLimiter, Permit, Quota
+from stream.processors.limiter import AdaptiveLimiter, Permit, parse_quota
 from stream.sms.models import Outcome, Sms
 from stream.sms.parser import validate_result
 
@@ -90,9 +89,6 @@ SYSTEMIC_STATUSES = {
     405: "STREAM_API_URL",
 }
 """Answers that every SMS would get until an operator fixes the named setting."""
-UNIX_TIME_AFTER = 1_000_000_000.0
-"""A quota Reset this large is a Unix time (2001 on), not seconds from now: no window lasts
-31 years."""
 PROBE_SMS = {
     "id": "stream-probe",
     "sender": "stream",
@@ -124,54 +120,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
             when = when.replace(tzinfo=UTC)  # "-0000" means UTC without a named zone
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-
-
-def _number(text: str) -> float | None:
-    """The leading number of a header value ("100", "100, 100;w=60", " 5 "), else None."""
-    head = text.split(",", 1)[0].split(";", 1)[0].strip()
-    try:
-        value = float(head)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def _params(item: str) -> dict[str, str]:
-    """The parameters of one structured-field item: '"default";q=100;w=60' -> {q, w}."""
-    pairs = (part.partition("=") for part in item.split(";")[1:])
-    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
-
-
-def parse_quota(headers: Mapping[str, str], now_unix: float | None = None) -> Quota | None:
-    """What the rate-limit headers of a response announce, if it has any.
-
-    Reads, first match wins: the structured `RateLimit: "p";r=..;t=..` with
-    `RateLimit-Policy: "p";q=..;w=..` (IETF draft 08+); `RateLimit-Remaining/Reset/Limit`
-    (earlier drafts: Reset in seconds, Limit may carry `;w=`); `X-RateLimit-Remaining/
-    Reset/Limit`, whose Reset is seconds from now or, when larger than UNIX_TIME_AFTER, a
-    Unix time (compared with `now_unix`, the wall clock by default). Unreadable -> None.
-    `headers` are looked up by lower-case name.
-    """
-    structured = headers.get("ratelimit")
-    if structured is not None:
-        params = _params(structured.split(",", 1)[0])
-        remaining, reset = _number(params.get("r", "")), _number(params.get("t", ""))
-        if remaining is not None and reset is not None:
-            policy = _params(headers.get("ratelimit-policy", "").split(",", 1)[0])
-            return Quota(
-                remaining, reset, _number(policy.get("q", "")), _number(policy.get("w", ""))
-            )
-    for prefix in ("ratelimit-", "x-ratelimit-"):
-        remaining = _number(headers.get(prefix + "remaining", ""))
-        reset = _number(headers.get(prefix + "reset", ""))
-        if remaining is None or reset is None:
-            continue
-        if prefix == "x-ratelimit-" and reset > UNIX_TIME_AFTER:
-            reset = max(0.0, reset - (time.time() if now_unix is None else now_unix))
-        limit_text = headers.get(prefix + "limit", "")
-        window = _number(_params("x;" + limit_text.split(";", 1)[-1]).get("w", ""))
-        return Quota(remaining, reset, _number(limit_text), window if ";" in limit_text else None)
-    return None
 
 
 def _systemic_cause(exc: BaseException) -> str | None:
