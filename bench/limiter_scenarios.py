@@ -694,7 +694,7 @@ def _with_bars(figures: sim.Figures, bars: dict[str, tuple[str, float]]) -> list
 
 
 def _shape(m: _Measured) -> list[Figure]:
-    """The simulator's shape figures, against issue 11's goals (the simulator's tests hold
+    """The simulator's shape figures, against the shapes' goals (the simulator's tests hold
     some shapes to lower floors, marked BELOW_GOAL there)."""
     first = m.scenario.upstream.phases[0]
     strict = first.refuse_503
