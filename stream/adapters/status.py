@@ -155,6 +155,8 @@ class StatusReporter:
         """CPU time spent sampling and encoding (the send is awaited, so other tasks' time
         would be counted with it: its cost is measured apart, see the operations notes)."""
         self.bytes_sent = 0
+        self.reports_sent = 0
+        self._last_ok = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="status-reporter")
@@ -219,7 +221,10 @@ class StatusReporter:
             self.cpu_s += time.process_time() - cpu
             await asyncio.wait_for(self._send(value), PUBLISH_TIMEOUT_S)
             self.bytes_sent += len(value) + len(self._key)
+            self.reports_sent += 1
+            self._last_ok = True
         except (KafkaError, StreamError, OSError, TimeoutError) as exc:
+            self._last_ok = False
             now = time.monotonic()
             if now - self._failure_logged >= FAILURE_LOG_EVERY_S:
                 self._failure_logged = now
@@ -242,12 +247,16 @@ class StatusReporter:
         await sent
 
     async def aclose(self) -> None:
-        """Stop reporting, publish the tombstone that says this member left, close."""
+        """Stop reporting, publish the tombstone that says this member left, close.
+
+        No tombstone after a failed report: Kafka is likely away, and a stop must not wait
+        for it (readers then see this member go stale instead)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:
-            await asyncio.wait_for(self._send(None), PUBLISH_TIMEOUT_S)
+            if self._last_ok:
+                await asyncio.wait_for(self._send(None), PUBLISH_TIMEOUT_S)
         except (KafkaError, StreamError, OSError, TimeoutError) as exc:
             log.warning("cannot publish the status tombstone", extra={"error": str(exc)})
         finally:
