@@ -102,8 +102,8 @@ def _member_view(loop: ConsumerLoop, consumer: AIOKafkaConsumer) -> MemberView:
 
 SHUTDOWN_STEP_TIMEOUT_S = 1.5
 """Leaving the group and flushing the producer take milliseconds with a broker; without
-one, each gives up after this, so that with the final commit's 2 s a stop takes at most
-the drain bound plus 5 s."""
+one, each gives up after this, so that with the final commit's 2 s and the status
+tombstone's 1 s a stop takes at most the drain bound plus 6 s."""
 
 
 async def _bounded(what: str, closing: Callable[[], Awaitable[None]]) -> None:
@@ -157,7 +157,7 @@ async def serve(
         stack.callback(watcher.cancel)
         reporter = StatusReporter(settings, key, _member_view(loop, consumer))
         reporter.start()
-        stack.push_async_callback(_bounded, "publishing the status tombstone", reporter.aclose)
+        stack.push_async_callback(reporter.aclose)
         loop.subscribe()
         log.info(
             "started",

@@ -16,6 +16,7 @@ The name ends in `.status`, which matches neither `<topic>.retry.<n>` nor `<topi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -64,6 +65,8 @@ STATUS_TOPIC_CONFIGS = {
 run: the topic holds about one record per member plus the last hour's."""
 PUBLISH_TIMEOUT_S = 5.0
 """A status record not acknowledged by then is dropped; the next interval sends a new one."""
+CLOSE_TIMEOUT_S = 0.5
+"""Each of the tombstone and the producer's close: milliseconds when Kafka answers."""
 FAILURE_LOG_EVERY_S = 60.0
 READ_WAIT_MS = 200
 READ_STALL_S = 10.0
@@ -249,19 +252,20 @@ class StatusReporter:
     async def aclose(self) -> None:
         """Stop reporting, publish the tombstone that says this member left, close.
 
-        No tombstone after a failed report: Kafka is likely away, and a stop must not wait
-        for it (readers then see this member go stale instead)."""
+        Bounded by `CLOSE_TIMEOUT_S`: a reachable broker takes milliseconds, and a stop
+        must not wait for an unreachable one (readers then see this member go stale)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:
-            if self._last_ok:
-                await asyncio.wait_for(self._send(None), PUBLISH_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                if self._last_ok:
+                    await self._send(None)
         except (KafkaError, StreamError, OSError, TimeoutError) as exc:
-            log.warning("cannot publish the status tombstone", extra={"error": str(exc)})
-        finally:
-            if self._producer is not None:
-                await asyncio.wait_for(self._producer.stop(), PUBLISH_TIMEOUT_S)
+            log.warning("cannot publish the status tombstone", extra={"error": repr(exc)})
+        if self._producer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._producer.stop(), CLOSE_TIMEOUT_S)
 
 
 class StatusFollower:
