@@ -230,8 +230,9 @@ async def test_status_and_console_show_the_group_as_it_is(
             assert text_of(dom, "stale-members") == "1"
             assert f'data-state="stale" data-member="{b_key}"' in dom
             await asyncio.to_thread(chromium, url, screenshot=ARTEFACTS / "stale.png")
-        _, view = await status_json(settings)
+        code, view = await status_json(settings)
         assert a_key not in {m["member"] for m in view["members"]}, "A left: its tombstone"
+        assert code == EXIT_NO_MEMBERS
     finally:
         await member_b.stop(signal.SIGKILL)
 
@@ -327,3 +328,25 @@ async def test_page_load_time_with_3_members_and_18_partitions(
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     (ARTEFACTS / "load-ms.txt").write_text(" ".join(f"{ms:.1f}" for ms in loads) + "\n")
     print(f"console page load, 3 members / 18 partitions: {loads} ms", file=sys.stderr)
+
+
+async def test_a_member_silent_for_an_hour_is_no_longer_shown(
+    stack: StackEndpoints, new_topic: NewTopicFactory, unique_name: UniqueName
+) -> None:
+    topic = await new_topic(1)
+    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, topic=topic,
+                        group_id=unique_name("group"))
+    await ensure_status_topic(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for key, age_s in (("crashed-long-ago", 3700), ("crashed-just-now", 60)):
+            record = {"member": key, "at": time.time() - age_s, "interval_s": 5,
+                      "partitions": []}
+            await producer.send_and_wait(status_topic(topic), orjson.dumps(record),
+                                         key=key.encode())
+    finally:
+        await producer.stop()
+    code, view = await status_json(settings)
+    assert [(m["member"], m["state"]) for m in view["members"]] == [("crashed-just-now", "stale")]
+    assert code == EXIT_NO_MEMBERS

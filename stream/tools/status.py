@@ -44,6 +44,9 @@ __all__ = [
 EXIT_HALTED = 3
 EXIT_NO_MEMBERS = 4
 WATCH_EVERY_S = 2.0
+FORGET_AFTER_S = 3600.0
+"""A crashed member's last record stays in the compacted topic (no tombstone): after an
+hour of silence it is no longer shown."""
 CLIENT_ID_PREFIX = "stream-"
 """Members join with client id `stream-<member key>`, which is how they are matched."""
 
@@ -132,6 +135,8 @@ class GroupReader:
         owners: dict[tuple[str, int], str] = {}
         dlq_by_reason: Counter[str] = Counter()
         for key, record in sorted(statuses.items()):
+            if now - float(record.get("at") or 0.0) > FORGET_AFTER_S:
+                continue
             member_state = _member_state(record, now, listed)
             members.append(_member(key, record, member_state, now))
             counts = record.get("dlq_by_reason") or {}
