@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,17 @@ async def status_json(settings: Settings) -> tuple[int, dict[str, Any]]:
     done = await asyncio.to_thread(stream_cli, settings, "status", "--json")
     assert done.returncode in (0, EXIT_HALTED, EXIT_NO_MEMBERS), done.stderr
     return done.returncode, orjson.loads(done.stdout)
+
+
+async def console_sampled(url: str, check: Callable[[dict[str, Any]], bool]) -> None:
+    """Wait until the console's own sample (every 2 s) has caught up with `check`."""
+
+    async def sampled() -> bool:
+        async with httpx.AsyncClient(timeout=10) as client:
+            state = (await client.get(f"{url}/api/state")).json()
+        return state["view"] is not None and check(state["view"])
+
+    await eventually(sampled, within=30, what="the console's sample caught up")
 
 
 def test_the_status_topic_looks_like_neither_a_retry_nor_a_dlq_topic() -> None:
@@ -212,6 +223,7 @@ async def test_status_and_console_show_the_group_as_it_is(
 
             view = await eventually(halted, within=60, what="member B halted")
             assert [(h["member"], h["reason"]) for h in view["halts"]] == [(b_key, "dlq_rate")]
+            await console_sampled(url, lambda view: bool(view["halts"]))
             dom = await asyncio.to_thread(chromium, url)
             assert re.search(r'class="halt" data-reason="dlq_rate"', dom)
 
@@ -224,6 +236,7 @@ async def test_status_and_console_show_the_group_as_it_is(
 
             view = await eventually(stale, within=30, what="member B shown stale")
             assert view["live_members"] == 1
+            await console_sampled(url, lambda view: view["live_members"] == 1)
             dom = await asyncio.to_thread(chromium, url)
             (ARTEFACTS / "stale.html").write_text(dom)
             assert text_of(dom, "live-members") == "1"
