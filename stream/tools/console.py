@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.errors import StreamError
-from stream.observability.httpserver import HttpServer, Request, Response, json_response
+from stream.observability.httpserver import HttpServer, Request, Response, Routes, json_response
 from stream.tools.common import EXIT_OK, run_tool
 from stream.tools.status import GroupReader, dlq_reasons
 
@@ -138,7 +138,7 @@ class Console:
                 self._dlq = (time.monotonic(), scan)
         return json_response(self._dlq[1], headers=self._headers)
 
-    def routes(self) -> dict[tuple[str, str], Any]:
+    def routes(self) -> Routes:
         return {
             ("GET", "/"): self._page_route,
             ("GET", "/api/state"): self._state_route,
@@ -148,7 +148,7 @@ class Console:
 
 async def serve_console(settings: Settings, bind: str, port: int,
                         started: asyncio.Event | None = None,
-                        stop: asyncio.Event | None = None) -> HttpServer:
+                        stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or forever); `started` is set once it answers."""
     stop = stop or asyncio.Event()
     async with GroupReader(settings) as reader:
@@ -165,7 +165,6 @@ async def serve_console(settings: Settings, bind: str, port: int,
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
-        return server
 
 
 async def _console(settings: Settings, args: argparse.Namespace) -> int:
