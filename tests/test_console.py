@@ -363,3 +363,29 @@ async def test_a_member_silent_for_an_hour_is_no_longer_shown(
     code, view = await status_json(settings)
     assert [(m["member"], m["state"]) for m in view["members"]] == [("crashed-just-now", "stale")]
     assert code == EXIT_NO_MEMBERS
+
+
+async def test_console_binds_to_localhost_by_default_and_stops_on_sigterm(
+    stack: StackEndpoints, new_topic: NewTopicFactory, unique_name: UniqueName
+) -> None:
+    topic = await new_topic(1)
+    settings = settings_for(stack, topic, unique_name("db"), unique_name("group"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream", "console", "--port", "0", env=env_for(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        async with httpx.AsyncClient(timeout=10) as client:
+            page = await client.get(f"http://127.0.0.1:{match.group(1)}/")
+        assert page.status_code == 200
+        assert "script-src 'sha256-" in page.headers["content-security-policy"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
