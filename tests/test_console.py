@@ -37,7 +37,7 @@ from stream.config import Settings
 from stream.devkit.stack import StackEndpoints
 from stream.devkit.stack.process import free_port
 from stream.tools.console import serve_console
-from stream.tools.status import EXIT_HALTED, EXIT_NO_MEMBERS, _retry_pattern
+from stream.tools.status import EXIT_HALTED, EXIT_NO_MEMBERS, GroupReader, _retry_pattern
 
 ARTEFACTS = REPO_ROOT / "test-artefacts" / "console"
 CHROMIUM = shutil.which("chromium")
@@ -263,7 +263,8 @@ async def test_nothing_a_visitor_sends_changes_the_group_or_unmasks(
             orjson.dumps(sms_value(n)) for n in range(4))])
 
         async def settled() -> dict[str, Any] | None:
-            _, view = await status_json(settings)
+            async with GroupReader(settings) as reader:
+                view = await reader.read()
             return view if view["lag"]["main"] == 0 and view["dlq"]["depth"] == 1 else None
 
         await eventually(settled, within=60, what="records settled")
@@ -271,27 +272,27 @@ async def test_nothing_a_visitor_sends_changes_the_group_or_unmasks(
         offsets_before = await kafka_admin.list_consumer_group_offsets(settings.group_id)
         url = await console_url(settings)
         bodies: list[bytes] = []
-        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "GET"):
-            for path in ("/", "/api/state", "/api/dlq", "/api/dlq?raw=1", "/?unmask=1",
-                         "/api/replay", "/../etc/passwd", "//api/dlq", "/api/state/"):
-                # A connection each: the answer to one request cannot colour the next.
-                async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        # A connection each (`connection: close`): one answer cannot colour the next.
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "GET"):
+                for path in ("/", "/api/state", "/api/dlq", "/api/dlq?raw=1", "/?unmask=1",
+                             "/api/replay", "/../etc/passwd", "//api/dlq", "/api/state/"):
                     response = await client.request(
                         method, path, content=b'{"reason": "invalid_json", "raw": true}',
-                        headers={"x-raw": "1", "cookie": "raw=1"},
+                        headers={"x-raw": "1", "cookie": "raw=1", "connection": "close"},
                     )
-                assert response.status_code in (200, 404, 405), (method, path)
-                if method != "GET":
-                    assert response.status_code != 200, (method, path)
-                bodies.append(response.content)
+                    assert response.status_code in (200, 404, 405), (method, path)
+                    if method != "GET":
+                        assert response.status_code != 200, (method, path)
+                    bodies.append(response.content)
         assert any(b"s-2" in body for body in bodies), "the DLQ record was shown, masked"
         for body in bodies:
             assert SECRET_SENDER.encode() not in body
             assert SECRET_BODY.encode() not in body
         assert sorted(g[0] for g in await kafka_admin.list_consumer_groups()) == groups_before
         assert await kafka_admin.list_consumer_group_offsets(settings.group_id) == offsets_before
-        _, view = await status_json(settings)
-        assert view["live_members"] == 1
+        async with GroupReader(settings) as reader:
+            assert (await reader.read())["live_members"] == 1
 
 
 async def test_the_status_topic_is_created_compacted(
@@ -334,7 +335,7 @@ async def test_page_load_time_with_3_members_and_18_partitions(
         await producer.stop()
     url = await console_url(settings)
     loads = []
-    for _ in range(3):
+    for _ in range(2):
         dom = await asyncio.to_thread(chromium, url)
         assert text_of(dom, "live-members") in ("0", "3")
         loads.append(float(re.search(r'data-load-ms="([\d.]+)"', dom).group(1)))  # type: ignore[union-attr]
