@@ -17,15 +17,17 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
+from stream.adapters.status import MemberView, StatusReporter, member_key
 from stream.config import Settings, help_text
 from stream.engine.batch import BatchHandler
 from stream.engine.clock import SystemClock
-from stream.engine.loop import ConsumerLoop
+from stream.engine.loop import ConsumerLoop, Halt
 from stream.engine.ports import Processor
 from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError, SystemicError
 from stream.observability import logs, metrics
@@ -92,10 +94,27 @@ def _limiter_open(limiter: AdaptiveLimiter | None) -> bool:
     return paused_until is None or paused_until <= time.monotonic()
 
 
+def _halt_status(halt: Halt | None) -> dict[str, object] | None:
+    if halt is None:
+        return None
+    since = time.time() - (time.monotonic() - halt.since)
+    return {"reason": halt.reason, "message": halt.message, "setting": halt.setting,
+            "since": round(since, 3)}
+
+
+def _member_view(loop: ConsumerLoop, consumer: AIOKafkaConsumer) -> MemberView:
+    return MemberView(
+        assignment=consumer.assignment,
+        paused=consumer.paused,
+        in_flight=lambda: loop.in_flight,
+        halt=lambda: _halt_status(loop.halt),
+    )
+
+
 SHUTDOWN_STEP_TIMEOUT_S = 1.5
 """Leaving the group and flushing the producer take milliseconds with a broker; without
-one, each gives up after this, so that with the final commit's 2 s a stop takes at most
-the drain bound plus 5 s."""
+one, each gives up after this, so that with the final commit's 2 s and the status
+tombstone's 1 s a stop takes at most the drain bound plus 6 s."""
 
 
 async def _bounded(what: str, closing: Callable[[], Awaitable[None]]) -> None:
@@ -133,7 +152,8 @@ async def serve(
         producer = new_producer(settings)
         await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
-        consumer = new_consumer(settings)
+        key = member_key(settings)
+        consumer = new_consumer(settings, client_id=f"stream-{key}")
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
         handler = BatchHandler(settings, processor, sink, Router(producer), clock)
         loop = ConsumerLoop(settings, consumer, handler, clock, _probe(processor, sink))
@@ -151,6 +171,9 @@ async def serve(
         await consumer.start()
         watcher = asyncio.create_task(_watch(limiter, sink))
         stack.callback(watcher.cancel)
+        reporter = StatusReporter(settings, key, _member_view(loop, consumer))
+        reporter.start()
+        stack.push_async_callback(reporter.aclose)
         loop.subscribe()
         log.info(
             "started",

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("stream.app", "run one consumer of the group (config from STREAM_* variables)"),
     "produce": ("stream.tools.produce", "produce SMS from a JSON-lines file or synthetic ones"),
     "dlq": ("stream.tools.dlq", "list or replay the dead-letter topic"),
+    "status": ("stream.tools.status", "the consumer group at a glance (--watch, --json)"),
+    "console": ("stream.tools.console", "read-only web console of the group (own port)"),
     "upstream": ("stream.devkit.upstream", "run the reference parse API with settable faults"),
     "stack": ("stream.devkit.stack", "local dev-stack: up, down, status"),
     "demo": ("stream.devkit.demo", "end to end on the local stack: produce, process, show results"),

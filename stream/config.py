@@ -395,6 +395,18 @@ class Settings:
     kafka_ssl_cafile: str = _setting(
         "STREAM_KAFKA_SSL_CAFILE", "", "CA bundle for Kafka TLS", _text()
     )
+    kafka_group_instance_id: str = _setting(
+        "STREAM_KAFKA_GROUP_INSTANCE_ID",
+        "",
+        "static group membership id (Kafka's group.instance.id), unique per member; empty: dynamic",
+        _text(),
+    )
+    status_interval_s: float = _setting(
+        "STREAM_STATUS_INTERVAL",
+        "5s",
+        "how often a member publishes its state to `<topic>.status` (for `stream status`)",
+        _duration(0.1, 300),
+    )
 
     @property
     def retry_topics(self) -> tuple[str, ...]:

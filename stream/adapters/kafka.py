@@ -53,10 +53,13 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def new_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A group member with manual commits: offsets move only when work is settled."""
+def new_consumer(settings: Settings, client_id: str = "stream") -> AIOKafkaConsumer:
+    """A group member with manual commits: offsets move only when work is settled.
+
+    `client_id` is what the group lists for this member (`stream status` matches on it)."""
     return AIOKafkaConsumer(
         **client_options(settings),
+        client_id=client_id,
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
