@@ -19,15 +19,16 @@ from contextlib import AsyncExitStack
 
 from aiokafka.errors import KafkaError
 
-from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
+from stream.adapters.kafka import new_consumer, new_producer
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
+from stream.adapters.topics import TopicReconciler
 from stream.config import Settings, help_text
 from stream.engine.batch import BatchHandler
 from stream.engine.clock import SystemClock
 from stream.engine.loop import ConsumerLoop
 from stream.engine.ports import Processor
-from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError
+from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError, SystemicError
 from stream.observability import logs, metrics
 from stream.observability.health import Probes, routes
 from stream.observability.httpserver import HttpServer
@@ -105,7 +106,8 @@ async def serve(
     """
     clock = SystemClock()
     async with AsyncExitStack() as stack:
-        partitions = await ensure_topics(settings)
+        topics = await stack.enter_async_context(TopicReconciler(settings))
+        topology = await topics.reconcile(start_up=True)
         if processor is None:
             built = build_processor(settings)
             stack.push_async_callback(built.aclose)
@@ -117,10 +119,16 @@ async def serve(
         producer = new_producer(settings)
         await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
-        consumer = new_consumer(settings)
+        consumer = new_consumer(settings, topics.consumed)
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
-        handler = BatchHandler(settings, processor, sink, Router(producer), clock)
-        loop = ConsumerLoop(settings, consumer, handler, clock, processor.probe)
+        handler = BatchHandler(settings, processor, sink, Router(producer, topics), clock)
+        probed = processor
+
+        async def probe() -> SystemicError | None:
+            """A halt ends when the topics are whole again and the processor answers."""
+            return await topics.probe() or await probed.probe()
+
+        loop = ConsumerLoop(settings, consumer, handler, clock, probe)
         probes = Probes(
             last_iteration=lambda: loop.last_iteration,
             joined=lambda: loop.joined,
@@ -135,12 +143,17 @@ async def serve(
         await consumer.start()
         watcher = asyncio.create_task(_watch(limiter, sink))
         stack.callback(watcher.cancel)
-        loop.subscribe()
+        loop.subscribe(topology.retry_topics)
+        reconciling = asyncio.create_task(
+            topics.watch(lambda changed: loop.subscribe(changed.retry_topics))
+        )
+        stack.callback(reconciling.cancel)
         log.info(
             "started",
             extra={
                 "topic": settings.topic,
-                "partitions": partitions,
+                "partitions": topology.partitions[settings.topic],
+                "retry_levels": [settings.retry_level(t) for t in topology.retry_topics],
                 "group": settings.group_id,
                 "processor": processor.name,
                 "metrics_port": server.port,

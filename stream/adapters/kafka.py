@@ -1,39 +1,39 @@
-"""Kafka clients configured from settings, and the topics the processor needs.
+"""Kafka clients configured from settings.
 
 One place builds the connection options (bootstrap, SASL, TLS) so the consumer, the
-producer and the admin client can never disagree about how to reach the cluster.
+producer and the admin client can never disagree about how to reach the cluster. The
+topics themselves are `stream.adapters.topics`' job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import Settings
-from stream.errors import KafkaUnavailable, StreamError
+from stream.errors import KafkaUnavailable
 
-__all__ = ["DEFAULT_PARTITIONS", "client_options", "ensure_topics", "new_consumer", "new_producer"]
+__all__ = [
+    "PartitionCountAssignor",
+    "client_options",
+    "new_consumer",
+    "new_producer",
+    "start_admin",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARTITIONS = 6
-"""Partitions of a main topic we create ourselves: room for six replicas of the group."""
-
-MAX_REPLICATION = 3
-"""Retry and DLQ topics hold records we promised not to lose: replicate like the cluster can."""
-
 HEARTBEATS_PER_SESSION = 3
 """Kafka's own advice: heartbeat at a third of the session timeout or more often."""
-FULL_REPLICATION_MIN_ISR = "2"
-"""With 3 replicas, an acks=all write waits for 2: one broker may die without losing an
-acknowledged record or stopping writes."""
-
-_TOPIC_ALREADY_EXISTS = 36
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -53,11 +53,40 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def new_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A group member with manual commits: offsets move only when work is settled."""
+class PartitionCountAssignor(RoundRobinPartitionAssignor):  # type: ignore[misc]  # untyped
+    """Round robin, announcing in its join metadata the partition counts the member saw.
+
+    A static follower that joins again with unchanged metadata just gets its old
+    assignment back; with the counts in it, a member that sees partitions added makes the
+    group rebalance onto them, also when the leader does not know it leads (a static leader
+    that restarted: aiokafka's JoinGroup predates KIP-814, so it is told it follows).
+    The protocol name stays `roundrobin`, so members of other versions join the same group.
+    """
+
+    def __init__(self, partition_counts: Callable[[], Mapping[str, int]]) -> None:
+        self._partition_counts = partition_counts
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        counts = self._partition_counts()
+        announced = json.dumps({t: counts[t] for t in sorted(topics) if t in counts})
+        return ConsumerProtocolMemberMetadata(self.version, list(topics), announced.encode())
+
+
+def new_consumer(
+    settings: Settings, partition_counts: Callable[[], Mapping[str, int]] = dict
+) -> AIOKafkaConsumer:
+    """A group member with manual commits: offsets move only when work is settled.
+
+    Static when STREAM_KAFKA_GROUP_INSTANCE_ID is set: a restart within the session timeout
+    gets its partitions back without a rebalance. Metadata is refreshed every
+    STREAM_METADATA_REFRESH, so a leader sees added partitions within it.
+    """
     return AIOKafkaConsumer(
         **client_options(settings),
         group_id=settings.group_id,
+        group_instance_id=settings.kafka_group_instance_id or None,
+        metadata_max_age_ms=int(settings.metadata_refresh_s * 1000),
+        partition_assignment_strategy=(PartitionCountAssignor(partition_counts),),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.batch_max,
@@ -112,45 +141,8 @@ async def _start_or_unavailable(admin: AIOKafkaAdminClient, bootstrap: str) -> N
         log.warning("some bootstrap servers failed", extra={"causes": failures.causes})
 
 
-async def ensure_topics(settings: Settings) -> int:
-    """Create the retry and DLQ topics (and the main one when `create_topic` is set);
-    return the main topic's partitions.
-
-    A missing main topic is otherwise an error (a typo'd STREAM_TOPIC must not idle on a
-    new empty topic). Raises KafkaUnavailable when no bootstrap server answers.
-
-    Replicated on up to three brokers, with `min.insync.replicas=2` when on three.
-
-    Retry and DLQ topics get as many partitions as the main topic, so every replica of the
-    group has retry work to do when the main topic is spread over all of them.
-    """
+async def start_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """A started admin client; raises KafkaUnavailable when no bootstrap server answers."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await _start_or_unavailable(admin, settings.kafka_bootstrap)
-    try:
-        existing = set(await admin.list_topics())
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = min(MAX_REPLICATION, brokers)
-        configs = ({"min.insync.replicas": FULL_REPLICATION_MIN_ISR}
-                   if replication == MAX_REPLICATION else {})
-        if settings.topic in existing:
-            (described,) = await admin.describe_topics([settings.topic])
-            partitions = len(described["partitions"])
-        elif settings.create_topic:
-            partitions = DEFAULT_PARTITIONS
-        else:
-            raise StreamError(
-                f"topic {settings.topic!r} does not exist at {settings.kafka_bootstrap}; "
-                "check STREAM_TOPIC, or set STREAM_CREATE_TOPIC=true to create it"
-            )
-        wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
-        missing = [NewTopic(t, partitions, replication, topic_configs=configs)
-                   for t in wanted if t not in existing]
-        if missing:
-            response = await admin.create_topics(missing)
-            for topic, code, *rest in response.topic_errors:
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise StreamError(f"cannot create topic {topic}: error {code} {rest}")
-            log.info("created topics", extra={"topics": [t.name for t in missing]})
-        return partitions
-    finally:
-        await admin.close()
+    return admin

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -110,9 +110,12 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
     def in_flight(self) -> int:
         return self._in_flight
 
-    def subscribe(self) -> None:
-        topics = [self._settings.topic, *self._settings.retry_topics]
-        self._consumer.subscribe(topics=topics, listener=self)
+    def subscribe(self, retry_topics: Sequence[str] | None = None) -> None:
+        """Consume the main topic and `retry_topics` (default: the configured ones); called
+        again when the broker's topics change, which makes the member join again."""
+        retry = self._settings.retry_topics if retry_topics is None else tuple(retry_topics)
+        self._retry_topics = frozenset(retry)
+        self._consumer.subscribe(topics=[self._settings.topic, *retry], listener=self)
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Loop until `stop` is set or a batch fails with a bug (re-raised here); return
