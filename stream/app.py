@@ -119,7 +119,7 @@ async def serve(
         producer = new_producer(settings)
         await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
-        consumer = new_consumer(settings, topics.consumed)
+        consumer = new_consumer(settings)
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
         handler = BatchHandler(settings, processor, sink, Router(producer, topics), clock)
         probed = processor

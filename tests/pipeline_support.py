@@ -159,6 +159,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         "STREAM_SESSION_TIMEOUT_MS": str(int(settings.session_timeout_s * 1000)),
         "STREAM_REBALANCE_TIMEOUT_MS": str(int(settings.rebalance_timeout_s * 1000)),
         "STREAM_HALT_PROBE_INTERVAL": f"{int(settings.halt_probe_interval_s * 1000)}ms",
+        "STREAM_KAFKA_GROUP_INSTANCE_ID": settings.kafka_group_instance_id,
+        "STREAM_METADATA_REFRESH": f"{int(settings.metadata_refresh_s * 1000)}ms",
     }
 
 

@@ -7,15 +7,11 @@ topics themselves are `stream.adapters.topics`' job.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
@@ -23,7 +19,6 @@ from stream.config import Settings
 from stream.errors import KafkaUnavailable
 
 __all__ = [
-    "PartitionCountAssignor",
     "client_options",
     "new_consumer",
     "new_producer",
@@ -53,40 +48,19 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-class PartitionCountAssignor(RoundRobinPartitionAssignor):  # type: ignore[misc]  # untyped
-    """Round robin, announcing in its join metadata the partition counts the member saw.
-
-    A static follower that joins again with unchanged metadata just gets its old
-    assignment back; with the counts in it, a member that sees partitions added makes the
-    group rebalance onto them, also when the leader does not know it leads (a static leader
-    that restarted: aiokafka's JoinGroup predates KIP-814, so it is told it follows).
-    The protocol name stays `roundrobin`, so members of other versions join the same group.
-    """
-
-    def __init__(self, partition_counts: Callable[[], Mapping[str, int]]) -> None:
-        self._partition_counts = partition_counts
-
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        counts = self._partition_counts()
-        announced = json.dumps({t: counts[t] for t in sorted(topics) if t in counts})
-        return ConsumerProtocolMemberMetadata(self.version, list(topics), announced.encode())
-
-
-def new_consumer(
-    settings: Settings, partition_counts: Callable[[], Mapping[str, int]] = dict
-) -> AIOKafkaConsumer:
+def new_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A group member with manual commits: offsets move only when work is settled.
 
     Static when STREAM_KAFKA_GROUP_INSTANCE_ID is set: a restart within the session timeout
-    gets its partitions back without a rebalance. Metadata is refreshed every
-    STREAM_METADATA_REFRESH, so a leader sees added partitions within it.
+    gets its partitions back without a rebalance (and no LeaveGroup is sent on stop: a
+    member gone for good holds its partitions until the session times out). Metadata is
+    refreshed every STREAM_METADATA_REFRESH, so a leader sees added partitions within it.
     """
     return AIOKafkaConsumer(
         **client_options(settings),
         group_id=settings.group_id,
         group_instance_id=settings.kafka_group_instance_id or None,
         metadata_max_age_ms=int(settings.metadata_refresh_s * 1000),
-        partition_assignment_strategy=(PartitionCountAssignor(partition_counts),),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.batch_max,

@@ -11,10 +11,11 @@ broker at start-up and again every `STREAM_METADATA_REFRESH`. Each time:
 - retry and DLQ topics with fewer partitions than the main topic grow to its count, so
   partitions added to the main topic spread their failures like the others (a copy is
   published by key, so it reaches its topic whatever that topic's partition count).
-The partition counts of the consumed topics are what the member announces when it joins
-the group (`stream.adapters.kafka.new_consumer`); when they change, the member subscribes
-again and the group rebalances onto the new partitions even when its leader does not know
-it leads (a static leader that restarted).
+When the consumed topics or their partition counts change, every member subscribes again,
+so the member the broker holds as leader joins again, which makes the broker rebalance the
+group onto the new partitions. That holds when the leader does not know it leads: a static
+leader that restarted is told it follows (aiokafka's JoinGroup predates KIP-814), and
+aiokafka watches metadata for added partitions only in a member that knows it leads.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Topology:
 
     @property
     def consumed(self) -> dict[str, int]:
-        """Partitions of each consumed topic: what a member announces when it joins."""
+        """Partitions of each consumed topic: a change makes the member join again."""
         return {t: self.partitions[t] for t in (self.topic, *self.retry_topics)}
 
 
@@ -201,10 +202,6 @@ class TopicReconciler:
             return
         log.info("added partitions to follow the main topic",
                  extra={"topics": sorted(short), "partitions": main})
-
-    def consumed(self) -> dict[str, int]:
-        """Partitions of each consumed topic at the last check (none before the first)."""
-        return {} if self.topology is None else self.topology.consumed
 
     def fault(self, topics: Iterable[str]) -> Halted | None:
         """The halt publishing to `topics` meets: one of them is missing for good."""
