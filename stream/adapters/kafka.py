@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEATS_PER_SESSION = 3
 """Kafka's own advice: heartbeat at a third of the session timeout or more often."""
+HEARTBEAT_MAX_S = 3.0
+"""Members learn of a rebalance from a heartbeat's answer: a session long enough for a static
+member's restart must not make every rebalance wait a third of it (Kafka's default, 3 s)."""
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -66,7 +69,9 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
         max_poll_records=settings.batch_max,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
-        heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / HEARTBEATS_PER_SESSION),
+        heartbeat_interval_ms=int(
+            min(settings.session_timeout_s / HEARTBEATS_PER_SESSION, HEARTBEAT_MAX_S) * 1000
+        ),
     )
 
 
