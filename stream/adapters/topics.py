@@ -231,10 +231,11 @@ class TopicReconciler:
 
     async def watch(self, changed: Callable[[Topology], None]) -> None:
         """Every STREAM_METADATA_REFRESH: reconcile; call `changed` when the consumed topics
-        or their partition counts differ from the last check."""
+        or their partition counts differ from those of the last call (or of the check before
+        the first: the one the member subscribed with)."""
+        subscribed = None if self.topology is None else self.topology.consumed
         while True:
             await asyncio.sleep(self._settings.metadata_refresh_s)
-            before = self.topology
             try:
                 after = await asyncio.wait_for(self.reconcile(), RECONCILE_TIMEOUT_S)
             except (KafkaError, OSError, TimeoutError, StreamError) as exc:
@@ -243,9 +244,10 @@ class TopicReconciler:
                     self._failure_logged = now
                     log.warning("checking the topics failed; trying again: %s", exc)
                 continue
-            if before is None or before.consumed != after.consumed:
+            if after.consumed != subscribed:
                 log.info("consumed topics changed; joining the group again",
                          extra={"partitions": after.consumed})
+                subscribed = after.consumed
                 changed(after)
 
 
