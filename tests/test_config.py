@@ -209,7 +209,7 @@ def test_retry_level_is_read_from_the_exact_topic_name() -> None:
     assert settings.retry_level("sms.inbound.retry.7") == 7, "levels it does not configure"
     for other in ("sms.inbound", "sms.inbound.dlq", "sms.inbound.retry.0", "sms.inbound.retry.01",
                   "sms.inbound.retry.", "sms.inbound.retry.2x", "sms.inboundx.retry.1",
-                  "other.retry.1", "sms.inbound.retry.١"):
+                  "other.retry.1", "sms.inbound.retry.\u0661"):
         assert settings.retry_level(other) == 0, other
 
 

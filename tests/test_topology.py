@@ -369,8 +369,9 @@ async def test_dlq_topic_that_cannot_be_created_halts_and_sigterm_exits_cleanly(
         dead = await eventually(lambda: _records(settings, settings.dlq_topic, 3),
                                 what="poison dead-lettered")
         await eventually(lambda: _lag_is_zero(settings, [topic], kafka_admin), what="lag 0")
+        await eventually(lambda: _has_partitions(kafka_admin, settings.dlq_topic, 2),
+                         what="the DLQ topic with the main topic's partitions")
     assert sorted(r.value for r in dead) == sorted(POISON)
-    assert await _partitions(kafka_admin, settings.dlq_topic) == 2
     assert await collection.count_documents({}) == 20
 
 

@@ -133,7 +133,7 @@ class TopicReconciler:
             main = DEFAULT_PARTITIONS
         wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
         created = await self._create([t for t in wanted if t not in partitions], main, start_up)
-        partitions |= dict.fromkeys(created, main)
+        partitions |= await self._partitions(created)  # created meanwhile by others: as is
         await self._grow({t: n for t, n in partitions.items() if t != settings.topic}, main)
         partitions |= {t: max(n, main) for t, n in partitions.items() if t != settings.topic}
         retry_topics = tuple(sorted((t for t in partitions if settings.retry_level(t)),
