@@ -132,10 +132,13 @@ class TopicReconciler:
                 )
             main = DEFAULT_PARTITIONS
         wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
-        created = await self._create([t for t in wanted if t not in partitions], main, start_up)
-        partitions |= await self._partitions(created)  # created meanwhile by others: as is
-        await self._grow({t: n for t, n in partitions.items() if t != settings.topic}, main)
-        partitions |= {t: max(n, main) for t, n in partitions.items() if t != settings.topic}
+        created, raced = await self._create(
+            [t for t in wanted if t not in partitions], main, start_up
+        )
+        partitions |= dict.fromkeys(created, main) | await self._partitions(raced)
+        derived = {t: n for t, n in partitions.items() if t != settings.topic}
+        if await self._grow(derived, main):
+            partitions |= {t: max(n, main) for t, n in derived.items()}
         retry_topics = tuple(sorted((t for t in partitions if settings.retry_level(t)),
                                     key=settings.retry_level))
         configured = len(settings.retry_delays_s)
@@ -158,10 +161,13 @@ class TopicReconciler:
         described = await self.admin.describe_topics(topics)
         return {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
 
-    async def _create(self, missing: list[str], partitions: int, start_up: bool) -> list[str]:
-        """Create `missing` like the main topic; return those that exist now."""
+    async def _create(
+        self, missing: list[str], partitions: int, start_up: bool
+    ) -> tuple[list[str], list[str]]:
+        """Create `missing` like the main topic; return those created, and those someone
+        else created meanwhile (with whatever partitions they got)."""
         if not missing:
-            return []
+            return [], []
         brokers = len((await self.admin.describe_cluster())["brokers"])
         replication = min(MAX_REPLICATION, brokers)
         configs = ({"min.insync.replicas": FULL_REPLICATION_MIN_ISR}
@@ -170,9 +176,10 @@ class TopicReconciler:
             [NewTopic(t, partitions, replication, topic_configs=configs) for t in missing]
         )
         created: list[str] = []
+        raced: list[str] = []
         for topic, code, *rest in response.topic_errors:
             if code in (0, _TOPIC_ALREADY_EXISTS):
-                created.append(topic)
+                (created if code == 0 else raced).append(topic)
                 self._faults.pop(topic, None)
                 continue
             detail = " ".join(str(part) for part in rest if part) or f"error {code}"
@@ -187,21 +194,22 @@ class TopicReconciler:
                 self._fault_added = asyncio.Event()
         if created:
             log.info("created topics", extra={"topics": created, "partitions": partitions})
-        return created
+        return created, raced
 
-    async def _grow(self, partitions: Mapping[str, int], main: int) -> None:
-        """Give retry and DLQ topics the main topic's partitions; a refusal is only logged
-        (their copies are published by key, which maps onto any partition count)."""
+    async def _grow(self, partitions: Mapping[str, int], main: int) -> bool:
+        """Give retry and DLQ topics the main topic's partitions; False when refused, which
+        is only logged (their copies are published by key, onto any partition count)."""
         short = {t: NewPartitions(main) for t, n in partitions.items() if n < main}
         if not short:
-            return
+            return True
         try:
             await self.admin.create_partitions(short)
         except KafkaError as exc:
             log.warning("cannot add partitions to %s: %s", ", ".join(short), exc)
-            return
+            return False
         log.info("added partitions to follow the main topic",
                  extra={"topics": sorted(short), "partitions": main})
+        return True
 
     def fault(self, topics: Iterable[str]) -> Halted | None:
         """The halt publishing to `topics` meets: one of them is missing for good."""
