@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 from pymongo import AsyncMongoClient
 
 from bench.figures import Metrics
-from stream.adapters.kafka import ensure_topics
+from stream.adapters.topics import ensure_topics
 from stream.config import Settings
 from stream.devkit.stack import StackEndpoints
 from stream.devkit.stack.process import free_port

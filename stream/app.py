@@ -20,10 +20,11 @@ from contextlib import AsyncExitStack
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from stream.adapters.kafka import ensure_topics, new_consumer, new_producer
+from stream.adapters.kafka import new_consumer, new_producer
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
 from stream.adapters.status import MemberView, StatusReporter, member_key
+from stream.adapters.topics import TopicReconciler
 from stream.config import Settings, help_text
 from stream.engine.batch import BatchHandler
 from stream.engine.clock import SystemClock
@@ -76,13 +77,15 @@ async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
         await asyncio.sleep(WATCH_INTERVAL_S)
 
 
-def _probe(processor: Processor, sink: MongoSink) -> Callable[[], Awaitable[SystemicError | None]]:
-    """The halt probe: a halt ends only when neither the upstream nor MongoDB is at fault
-    (either may have caused it, and resuming into the other's fault halts again)."""
+def _probe(
+    processor: Processor, sink: MongoSink, topics: TopicReconciler
+) -> Callable[[], Awaitable[SystemicError | None]]:
+    """The halt probe: a halt ends only when the topics are whole again and neither the
+    upstream nor MongoDB is at fault (any may have caused it, and resuming into another's
+    fault halts again)."""
 
     async def probe() -> SystemicError | None:
-        fault = await processor.probe()
-        return fault if fault is not None else await sink.probe()
+        return await topics.probe() or await processor.probe() or await sink.probe()
 
     return probe
 
@@ -135,7 +138,8 @@ async def serve(
     """
     clock = SystemClock()
     async with AsyncExitStack() as stack:
-        partitions = await ensure_topics(settings)
+        topics = await stack.enter_async_context(TopicReconciler(settings))
+        topology = await topics.reconcile(start_up=True)
         if processor is None:
             built = build_processor(settings)
             stack.push_async_callback(built.aclose)
@@ -155,8 +159,8 @@ async def serve(
         key = member_key(settings)
         consumer = new_consumer(settings, client_id=f"stream-{key}")
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
-        handler = BatchHandler(settings, processor, sink, Router(producer), clock)
-        loop = ConsumerLoop(settings, consumer, handler, clock, _probe(processor, sink))
+        handler = BatchHandler(settings, processor, sink, Router(producer, topics), clock)
+        loop = ConsumerLoop(settings, consumer, handler, clock, _probe(processor, sink, topics))
         probes = Probes(
             last_iteration=lambda: loop.last_iteration,
             joined=lambda: loop.joined,
@@ -174,12 +178,17 @@ async def serve(
         reporter = StatusReporter(settings, key, _member_view(loop, consumer))
         reporter.start()
         stack.push_async_callback(reporter.aclose)
-        loop.subscribe()
+        loop.subscribe(topology.retry_topics)
+        reconciling = asyncio.create_task(
+            topics.watch(lambda changed: loop.subscribe(changed.retry_topics))
+        )
+        stack.callback(reconciling.cancel)
         log.info(
             "started",
             extra={
                 "topic": settings.topic,
-                "partitions": partitions,
+                "partitions": topology.partitions[settings.topic],
+                "retry_levels": [settings.retry_level(t) for t in topology.retry_topics],
                 "group": settings.group_id,
                 "processor": processor.name,
                 "metrics_port": server.port,

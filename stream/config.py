@@ -333,6 +333,13 @@ class Settings:
         "time members get to drain, commit and rejoin during a rebalance",
         _millis(1_000, 3_600_000),
     )
+    metadata_refresh_s: float = _setting(
+        "STREAM_METADATA_REFRESH",
+        "30s",
+        "how often topics are re-read: added partitions and retry levels are consumed, and "
+        "missing retry/DLQ topics recreated, within this",
+        _duration(1.0, 300.0),
+    )
     max_sms_bytes: int = _setting(
         "STREAM_MAX_SMS_BYTES",
         "65536",
@@ -417,6 +424,15 @@ class Settings:
     def dlq_topic(self) -> str:
         return f"{self.topic}.dlq"
 
+    def retry_level(self, topic: str) -> int:
+        """The level `topic` is on this topic's retry ladder (`<topic>.retry.<n>` -> n),
+        whether or not STREAM_RETRY_DELAYS configures it; 0 for any other topic."""
+        prefix = f"{self.topic}.retry."
+        level = topic.removeprefix(prefix)
+        if topic == level or not level.isdigit() or not level.isascii() or level[0] == "0":
+            return 0
+        return int(level)
+
     def replace(self, **changes: object) -> Settings:
         """A copy with some settings changed (tests and benchmarks)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -498,6 +514,16 @@ class Settings:
             f"{self.drain_timeout_s * 1000:.0f} must be below STREAM_REBALANCE_TIMEOUT_MS "
             f"({self.rebalance_timeout_s * 1000:.0f}): a revoked partition is drained and "
             "committed within the rebalance",
+        )
+        check(
+            not self.kafka_group_instance_id
+            or (
+                len(self.kafka_group_instance_id) <= TOPIC_NAME_MAX
+                and bool(_TOPIC_NAME.match(self.kafka_group_instance_id))
+            ),
+            ("STREAM_KAFKA_GROUP_INSTANCE_ID",),
+            f"{self.kafka_group_instance_id[:40]!r} is not a Kafka group.instance.id "
+            f"(letters, digits, '.', '_', '-'; at most {TOPIC_NAME_MAX})",
         )
         longest = max((*self.retry_topics, self.dlq_topic), key=len)
         check(

@@ -162,6 +162,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         "STREAM_MONGO_HALT_AFTER": f"{int(settings.mongo_halt_after_s * 1000)}ms",
         "STREAM_DLQ_HALT_MIN": str(settings.dlq_halt_min),
         "STREAM_DLQ_HALT_RATIO": str(settings.dlq_halt_ratio),
+        "STREAM_KAFKA_GROUP_INSTANCE_ID": settings.kafka_group_instance_id,
+        "STREAM_METADATA_REFRESH": f"{int(settings.metadata_refresh_s * 1000)}ms",
     }
 
 

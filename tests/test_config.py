@@ -201,3 +201,22 @@ def test_help_and_markdown_list_every_setting_with_its_default() -> None:
         assert any(line.startswith(f"| `{row.env}` | ") for line in table), row.env
     assert "| `STREAM_DLQ_HALT_WINDOW` | `60s` |" in markdown_table()
     assert "| `STREAM_API_URL` | (empty) |" in markdown_table()
+
+
+def test_retry_level_is_read_from_the_exact_topic_name() -> None:
+    settings = Settings(topic="sms.inbound", retry_delays_s=(1.0, 2.0))
+    assert [settings.retry_level(t) for t in settings.retry_topics] == [1, 2]
+    assert settings.retry_level("sms.inbound.retry.7") == 7, "levels it does not configure"
+    for other in ("sms.inbound", "sms.inbound.dlq", "sms.inbound.retry.0", "sms.inbound.retry.01",
+                  "sms.inbound.retry.", "sms.inbound.retry.2x", "sms.inboundx.retry.1",
+                  "other.retry.1", "sms.inbound.retry.\u0661"):
+        assert settings.retry_level(other) == 0, other
+
+
+def test_group_instance_id_must_be_a_kafka_identifier() -> None:
+    env = {"STREAM_KAFKA_GROUP_INSTANCE_ID": "stream-processor-0"}
+    assert Settings.from_env(env).kafka_group_instance_id == "stream-processor-0"
+    assert Settings().kafka_group_instance_id == "", "dynamic membership by default"
+    with pytest.raises(InvalidSettings) as refused:
+        Settings.from_env({"STREAM_KAFKA_GROUP_INSTANCE_ID": "pod 0"})
+    assert [e.setting for e in refused.value.errors] == ["STREAM_KAFKA_GROUP_INSTANCE_ID"]

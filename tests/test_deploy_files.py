@@ -65,7 +65,7 @@ METRICS_PORT = int(SETTINGS_DOC["STREAM_METRICS_PORT"][0])
 
 # Strategic-merge list keys of the built-in kinds our overlay patches; any other kind is a
 # custom resource, which kustomize patches as a JSON merge patch (lists replaced whole).
-_STRATEGIC_KINDS = {"ConfigMap", "Deployment", "Job"}
+_STRATEGIC_KINDS = {"ConfigMap", "StatefulSet", "Job"}
 _MERGE_KEYS = {
     "containers": "name",
     "volumes": "name",
@@ -73,8 +73,13 @@ _MERGE_KEYS = {
     "volumeMounts": "mountPath",
     "ports": "containerPort",
 }
-# What a pod needs after the drain: the final commit and the LeaveGroup request.
+# What a pod needs after the drain: the final commit and stopping the clients.
 COMMIT_AND_LEAVE_S = 10
+# Set in the pod spec, one value per pod: not in the ConfigMap.
+PER_POD_SETTINGS = {"STREAM_KAFKA_GROUP_INSTANCE_ID"}
+# A static member's restart beyond its grace period: the pod is recreated, the container
+# starts, `stream run` connects and joins. The session timeout must cover it.
+POD_RESTART_S = 20
 DEVKIT_DIR = "stream/devkit"
 # What the runtime image has in the devkit's place (Dockerfile, runtime-builder).
 DEVKIT_STAND_IN = "deploy/docker/devkit_absent.py"
@@ -135,7 +140,7 @@ def _split_image(image: str) -> tuple[str, str]:
 
 
 def _pod_spec(obj: Obj) -> Obj | None:
-    if obj["kind"] in ("Deployment", "Job"):
+    if obj["kind"] in ("StatefulSet", "Job"):
         spec: Obj = obj["spec"]["template"]["spec"]
         return spec
     return None
@@ -167,7 +172,7 @@ def _kustomize_build(directory: Path) -> list[Obj]:
                     new_name, new_tag = image.get("newName", name), image.get("newTag", tag)
                     container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
     for entry in kustomization.get("replicas", []):
-        _one(objects, "Deployment", entry["name"])["spec"]["replicas"] = entry["count"]
+        _one(objects, "StatefulSet", entry["name"])["spec"]["replicas"] = entry["count"]
     return objects
 
 
@@ -346,7 +351,7 @@ def test_every_yaml_file_parses_to_objects(path: Path) -> None:
 
 def test_base_configmap_holds_every_setting_but_the_secrets() -> None:
     data = _one(_load_all(BASE / "configmap.yaml"), "ConfigMap")["data"]
-    assert set(data) == set(SETTINGS_DOC) - SECRET_SETTINGS
+    assert set(data) == set(SETTINGS_DOC) - SECRET_SETTINGS - PER_POD_SETTINGS
     assert all(isinstance(value, str) for value in data.values()), "ConfigMap values are strings"
     Settings.from_env(data)
 
@@ -355,7 +360,7 @@ def test_production_config_and_secret_together_hold_every_setting() -> None:
     data = _one(_kustomize_build(PRODUCTION), "ConfigMap", "stream-config")["data"]
     secret = _secret_examples()["stream-secrets"]
     assert not set(data) & set(secret)
-    assert set(data) | set(secret) == set(SETTINGS_DOC)
+    assert set(data) | set(secret) == set(SETTINGS_DOC) - PER_POD_SETTINGS
     assert SECRET_SETTINGS | {"STREAM_MONGO_URL"} <= set(secret)
     assert all("CHANGE_ME" in value for value in secret.values()), "placeholders only"
     settings = Settings.from_env({**data, **secret})
@@ -371,7 +376,7 @@ def test_production_ca_files_are_mounted_from_the_tls_secret() -> None:
     mongo_query = parse_qs(urlsplit(examples["stream-secrets"]["STREAM_MONGO_URL"]).query)
     kafka_ca = Path(data["STREAM_KAFKA_SSL_CAFILE"])
     mongo_ca = Path(mongo_query["tlsCAFile"][0])
-    for kind, ca_files in [("Deployment", [kafka_ca, mongo_ca]), ("Job", [kafka_ca])]:
+    for kind, ca_files in [("StatefulSet", [kafka_ca, mongo_ca]), ("Job", [kafka_ca])]:
         pod = _pod_spec(_one(objects, kind))
         assert pod is not None
         secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
@@ -407,7 +412,7 @@ def test_readme_configuration_table_lists_every_setting() -> None:
 
 
 def test_probes_use_the_metrics_port(built: list[Obj]) -> None:
-    container = _container(built, "Deployment")
+    container = _container(built, "StatefulSet")
     data = _one(built, "ConfigMap", "stream-config")["data"]
     (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
     assert port["containerPort"] == METRICS_PORT == int(data["STREAM_METRICS_PORT"])
@@ -419,8 +424,8 @@ def test_probes_use_the_metrics_port(built: list[Obj]) -> None:
         assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}
 
 
-def test_service_monitor_budget_and_scaler_target_the_deployment(built: list[Obj]) -> None:
-    deployment = _one(built, "Deployment")
+def test_service_monitor_budget_and_scaler_target_the_statefulset(built: list[Obj]) -> None:
+    deployment = _one(built, "StatefulSet")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"].items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels
     service = _one(built, "Service")
@@ -435,11 +440,14 @@ def test_service_monitor_budget_and_scaler_target_the_deployment(built: list[Obj
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels
     assert budget["spec"]["maxUnavailable"] == 1
     scaler = _one(built, "ScaledObject")
-    assert scaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    target = scaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("StatefulSet", deployment["metadata"]["name"])
+    assert target["apiVersion"] == deployment["apiVersion"]
+    assert deployment["spec"]["serviceName"] == service["metadata"]["name"]
 
 
 def test_image_is_named_in_one_place_and_the_deploy_doc_builds_that_name() -> None:
-    raw = _one(_load_all(BASE / "deployment.yaml"), "Deployment")
+    raw = _one(_load_all(BASE / "statefulset.yaml"), "StatefulSet")
     (container,) = raw["spec"]["template"]["spec"]["containers"]
     placeholder = container["image"]
     (image,) = _load_one(BASE / "kustomization.yaml")["images"]
@@ -449,7 +457,7 @@ def test_image_is_named_in_one_place_and_the_deploy_doc_builds_that_name() -> No
     assert image["newTag"] == version
     name = f"{image['newName']}:{image['newTag']}"
     for directory in (BASE, PRODUCTION):
-        assert _container(_kustomize_build(directory), "Deployment")["image"] == name
+        assert _container(_kustomize_build(directory), "StatefulSet")["image"] == name
     section = _deploy_doc_section("Kubernetes")
     assert re.findall(r"docker build --target runtime -t (\S+) \.", section) == [name]
     assert re.findall(r"docker push (\S+)", section) == [name]
@@ -486,7 +494,7 @@ def test_autoscaler_stays_within_the_main_topic_partitions(built: list[Obj]) -> 
     assert metadata["bootstrapServers"] == data["STREAM_KAFKA_BOOTSTRAP"]
     assert 1 <= scaler["minReplicaCount"] <= scaler["maxReplicaCount"]
     assert scaler["maxReplicaCount"] <= partitions[data["STREAM_TOPIC"]]
-    assert _one(built, "Deployment")["spec"]["replicas"] <= scaler["maxReplicaCount"]
+    assert _one(built, "StatefulSet")["spec"]["replicas"] <= scaler["maxReplicaCount"]
     if data["STREAM_KAFKA_SECURITY_PROTOCOL"] != "PLAINTEXT":
         auth = _one(built, "TriggerAuthentication", trigger["authenticationRef"]["name"])
         examples = _secret_examples()
@@ -497,9 +505,9 @@ def test_autoscaler_stays_within_the_main_topic_partitions(built: list[Obj]) -> 
 def test_grace_period_outlasts_pre_stop_and_drain(built: list[Obj]) -> None:
     data = _one(built, "ConfigMap", "stream-config")["data"]
     drain_s = int(data["STREAM_DRAIN_TIMEOUT_MS"]) / 1000
-    pod = _pod_spec(_one(built, "Deployment"))
+    pod = _pod_spec(_one(built, "StatefulSet"))
     assert pod is not None
-    sleep, seconds = _container(built, "Deployment")["lifecycle"]["preStop"]["exec"]["command"]
+    sleep, seconds = _container(built, "StatefulSet")["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep == "sleep"
     grace_s = pod["terminationGracePeriodSeconds"]
     assert grace_s >= float(seconds) + drain_s + COMMIT_AND_LEAVE_S
@@ -508,12 +516,27 @@ def test_grace_period_outlasts_pre_stop_and_drain(built: list[Obj]) -> None:
 
 
 def test_deploy_doc_states_the_rollout_and_disruption_numbers(built: list[Obj]) -> None:
-    rolling = _one(built, "Deployment")["spec"]["strategy"]["rollingUpdate"]
+    members = _one(built, "StatefulSet")["spec"]
     budget = _one(built, "PodDisruptionBudget")["spec"]
     section = " ".join(_deploy_doc_section("Kubernetes").split())
-    rollouts = f"(`maxSurge: {rolling['maxSurge']}`, `maxUnavailable: {rolling['maxUnavailable']}`)"
-    assert rollouts in section
+    assert members["updateStrategy"] == {"type": "RollingUpdate"}, "one pod at a time"
+    assert f"`podManagementPolicy: {members['podManagementPolicy']}`" in section
     assert f"PodDisruptionBudget's `maxUnavailable: {budget['maxUnavailable']}`" in section
+
+
+def test_each_member_is_static_and_its_restart_fits_the_session(built: list[Obj]) -> None:
+    """Each pod's name is its group instance id, and a restart (grace period, then a new
+    pod) ends before the session times out: the group does not rebalance for it."""
+    container = _container(built, "StatefulSet")
+    (instance_id,) = [e for e in container["env"] if e["name"] in PER_POD_SETTINGS]
+    assert instance_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    data = _one(built, "ConfigMap", "stream-config")["data"]
+    settings = Settings.from_env({**data, "STREAM_KAFKA_GROUP_INSTANCE_ID": "stream-processor-0"})
+    pod = _pod_spec(_one(built, "StatefulSet"))
+    assert pod is not None
+    assert settings.session_timeout_s >= pod["terminationGracePeriodSeconds"] + POD_RESTART_S
+    section = " ".join(_deploy_doc_section("Kubernetes").split())
+    assert f"`STREAM_SESSION_TIMEOUT_MS: {data['STREAM_SESSION_TIMEOUT_MS']}`" in section
 
 
 def test_compose_stop_grace_period_outlasts_the_drain() -> None:
@@ -737,7 +760,7 @@ def test_compose_builds_the_devkit_target_only_for_devkit_commands() -> None:
 
 
 def test_kubernetes_runs_no_devkit_command(built: list[Obj]) -> None:
-    image = _container(built, "Deployment")["image"]
+    image = _container(built, "StatefulSet")["image"]
     for obj in built:
         pod = _pod_spec(obj)
         for container in pod["containers"] if pod else []:

@@ -506,3 +506,16 @@ async def test_a_sink_refusing_every_write_halts_without_dead_lettering() -> Non
         assert e.topic(DLQ) == []
         assert e.committed() is None
         assert e.consumer.position(MAIN) == 0, "rewound"
+
+
+async def test_a_subscription_changed_during_a_rebalance_is_applied_after_it() -> None:
+    """aiokafka loses a subscription changed while its assignment callback runs (the member
+    never joins again): the loop holds the change until the rebalance is over."""
+    more = [RETRY_1.topic, RETRY_2.topic, f"{TOPIC}.retry.3"]
+    async with engine() as e:
+        await e.loop.on_partitions_revoked({MAIN, RETRY_1, RETRY_2})
+        e.loop.subscribe(more)
+        await asyncio.sleep(0.05)  # iterations go on meanwhile
+        assert e.consumer.topics == [TOPIC, RETRY_1.topic, RETRY_2.topic]
+        await e.loop.on_partitions_assigned({MAIN, RETRY_1, RETRY_2})
+        await eventually(lambda: e.consumer.topics == [TOPIC, *more], what="the new subscription")

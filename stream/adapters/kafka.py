@@ -1,7 +1,8 @@
-"""Kafka clients configured from settings, and the topics the processor needs.
+"""Kafka clients configured from settings.
 
 One place builds the connection options (bootstrap, SASL, TLS) so the consumer, the
-producer and the admin client can never disagree about how to reach the cluster.
+producer and the admin client can never disagree about how to reach the cluster. The
+topics themselves are `stream.adapters.topics`' job.
 """
 
 from __future__ import annotations
@@ -10,30 +11,27 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import Settings
-from stream.errors import KafkaUnavailable, StreamError
+from stream.errors import KafkaUnavailable
 
-__all__ = ["DEFAULT_PARTITIONS", "client_options", "ensure_topics", "new_consumer", "new_producer"]
+__all__ = [
+    "client_options",
+    "new_consumer",
+    "new_producer",
+    "start_admin",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARTITIONS = 6
-"""Partitions of a main topic we create ourselves: room for six replicas of the group."""
-
-MAX_REPLICATION = 3
-"""Retry and DLQ topics hold records we promised not to lose: replicate like the cluster can."""
-
 HEARTBEATS_PER_SESSION = 3
 """Kafka's own advice: heartbeat at a third of the session timeout or more often."""
-FULL_REPLICATION_MIN_ISR = "2"
-"""With 3 replicas, an acks=all write waits for 2: one broker may die without losing an
-acknowledged record or stopping writes."""
-
-_TOPIC_ALREADY_EXISTS = 36
+HEARTBEAT_MAX_S = 3.0
+"""Members learn of a rebalance from a heartbeat's answer: a session long enough for a static
+member's restart must not make every rebalance wait a third of it (Kafka's default, 3 s)."""
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -56,17 +54,26 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def new_consumer(settings: Settings, client_id: str = "stream") -> AIOKafkaConsumer:
     """A group member with manual commits: offsets move only when work is settled.
 
-    `client_id` is what the group lists for this member (`stream status` matches on it)."""
+    `client_id` is what the group lists for this member (`stream status` matches on it).
+    Static when STREAM_KAFKA_GROUP_INSTANCE_ID is set: a restart within the session timeout
+    gets its partitions back without a rebalance (and no LeaveGroup is sent on stop: a
+    member gone for good holds its partitions until the session times out). Metadata is
+    refreshed every STREAM_METADATA_REFRESH, so a leader sees added partitions within it.
+    """
     return AIOKafkaConsumer(
         **client_options(settings),
         client_id=client_id,
         group_id=settings.group_id,
+        group_instance_id=settings.kafka_group_instance_id or None,
+        metadata_max_age_ms=int(settings.metadata_refresh_s * 1000),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.batch_max,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
-        heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / HEARTBEATS_PER_SESSION),
+        heartbeat_interval_ms=int(
+            min(settings.session_timeout_s / HEARTBEATS_PER_SESSION, HEARTBEAT_MAX_S) * 1000
+        ),
     )
 
 
@@ -115,45 +122,8 @@ async def _start_or_unavailable(admin: AIOKafkaAdminClient, bootstrap: str) -> N
         log.warning("some bootstrap servers failed", extra={"causes": failures.causes})
 
 
-async def ensure_topics(settings: Settings) -> int:
-    """Create the retry and DLQ topics (and the main one when `create_topic` is set);
-    return the main topic's partitions.
-
-    A missing main topic is otherwise an error (a typo'd STREAM_TOPIC must not idle on a
-    new empty topic). Raises KafkaUnavailable when no bootstrap server answers.
-
-    Replicated on up to three brokers, with `min.insync.replicas=2` when on three.
-
-    Retry and DLQ topics get as many partitions as the main topic, so every replica of the
-    group has retry work to do when the main topic is spread over all of them.
-    """
+async def start_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """A started admin client; raises KafkaUnavailable when no bootstrap server answers."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await _start_or_unavailable(admin, settings.kafka_bootstrap)
-    try:
-        existing = set(await admin.list_topics())
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = min(MAX_REPLICATION, brokers)
-        configs = ({"min.insync.replicas": FULL_REPLICATION_MIN_ISR}
-                   if replication == MAX_REPLICATION else {})
-        if settings.topic in existing:
-            (described,) = await admin.describe_topics([settings.topic])
-            partitions = len(described["partitions"])
-        elif settings.create_topic:
-            partitions = DEFAULT_PARTITIONS
-        else:
-            raise StreamError(
-                f"topic {settings.topic!r} does not exist at {settings.kafka_bootstrap}; "
-                "check STREAM_TOPIC, or set STREAM_CREATE_TOPIC=true to create it"
-            )
-        wanted = [settings.topic, *settings.retry_topics, settings.dlq_topic]
-        missing = [NewTopic(t, partitions, replication, topic_configs=configs)
-                   for t in wanted if t not in existing]
-        if missing:
-            response = await admin.create_topics(missing)
-            for topic, code, *rest in response.topic_errors:
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise StreamError(f"cannot create topic {topic}: error {code} {rest}")
-            log.info("created topics", extra={"topics": [t.name for t in missing]})
-        return partitions
-    finally:
-        await admin.close()
+    return admin

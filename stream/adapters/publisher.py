@@ -7,6 +7,8 @@ it takes: the batch stays unsettled meanwhile, and the caller bounds the wait by
 cancelling (shutdown, revocation). A copy too large for the producer's request limit (the
 original fitted its topic, but headers were added) is sent without its value, and then
 without the original producer's headers, saying so in `stream.value-omitted`: never dropped.
+A copy for a topic the reconciler found missing and could not create raises `Halted`
+(`topic_missing`) instead of waiting for a topic that will not come back by itself.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from stream.engine.failures import Delivery
+from stream.engine.halt import Halted
 
 __all__ = ["Router"]
 
@@ -41,11 +45,20 @@ def _smaller(delivery: Delivery) -> Delivery | None:
     return None if smaller == delivery else smaller
 
 
+class TopicGuard(Protocol):
+    """Which topics are missing for good (`stream.adapters.topics.TopicReconciler`)."""
+
+    def fault(self, topics: Iterable[str]) -> Halted | None: ...
+
+    async def wait_fault(self, topics: Iterable[str]) -> Halted: ...
+
+
 class Router:
     """Publishes deliveries and returns only when Kafka acknowledged every one."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topics: TopicGuard | None = None) -> None:
         self._producer = producer
+        self._topics = topics
         self._logged_at = -LOG_EVERY_S
 
     async def _send(self, delivery: Delivery) -> asyncio.Future[object]:
@@ -55,8 +68,28 @@ class Router:
         return future
 
     async def publish(self, deliveries: Sequence[Delivery]) -> None:
-        """Send all, wait for all acks, send again what failed; raises only for a record
-        that cannot be sent in any form (a bug)."""
+        """Send all, wait for all acks, send again what failed; raises `Halted` when one of
+        their topics is missing for good, and otherwise only for a record that cannot be
+        sent in any form (a bug)."""
+        if self._topics is None or not deliveries:
+            return await self._publish(deliveries)
+        topics = {delivery.topic for delivery in deliveries}
+        fault = self._topics.fault(topics)
+        if fault is not None:
+            raise fault
+        sending = asyncio.ensure_future(self._publish(deliveries))
+        missing = asyncio.ensure_future(self._topics.wait_fault(topics))
+        try:
+            await asyncio.wait({sending, missing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, missing):
+                task.cancel()
+            await asyncio.gather(sending, missing, return_exceptions=True)
+        if sending.cancelled():
+            raise missing.result()
+        return sending.result()
+
+    async def _publish(self, deliveries: Sequence[Delivery]) -> None:
         pending = list(deliveries)
         delay = BACKOFF_FIRST_S
         while pending:

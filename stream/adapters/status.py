@@ -33,7 +33,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from prometheus_client.metrics import MetricWrapperBase
 
-from stream.adapters.kafka import MAX_REPLICATION, client_options
+from stream.adapters.kafka import client_options
+from stream.adapters.topics import MAX_REPLICATION
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.observability import metrics

@@ -26,7 +26,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY, CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from stream.adapters.kafka import client_options, ensure_topics
+from stream.adapters.kafka import client_options
+from stream.adapters.topics import ensure_topics
 from stream.app import serve
 from stream.config import Settings
 from stream.devkit.stack import ensure_up

@@ -95,7 +95,6 @@ class BatchHandler:
         self._sink = sink
         self._publisher = publisher
         self._clock = clock
-        self._level = {topic: n for n, topic in enumerate(settings.retry_topics, start=1)}
         self._topics = (*settings.retry_topics, settings.dlq_topic)
         self._breaker = DeadLetterBreaker(
             window_s=settings.dlq_halt_window_s,
@@ -108,7 +107,8 @@ class BatchHandler:
     ) -> Delivery:
         now = datetime.fromtimestamp(self._clock.time(), UTC)
         where = route(
-            error, origin, self._level.get(record.topic, 0), self._settings.retry_delays_s, now
+            error, origin, self._settings.retry_level(record.topic), self._settings.retry_delays_s,
+            now,
         )
         metrics.PROCESSING_ERRORS.labels(error.reason).inc()
         if where.retry_level is None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -96,6 +96,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._probe = probe
         self._tracker = OffsetTracker()
         self._retry_topics = frozenset(settings.retry_topics)
+        self._wanted_retry: tuple[str, ...] | None = None
+        self._rebalancing = False
         self._batches: dict[asyncio.Task[None], frozenset[TopicPartition]] = {}
         self._in_flight = 0
         self._not_before: dict[TopicPartition, float] = {}
@@ -112,9 +114,23 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
     def in_flight(self) -> int:
         return self._in_flight
 
-    def subscribe(self) -> None:
-        topics = [self._settings.topic, *self._settings.retry_topics]
-        self._consumer.subscribe(topics=topics, listener=self)
+    def subscribe(self, retry_topics: Sequence[str] | None = None) -> None:
+        """Consume the main topic and `retry_topics` (default: the configured ones); called
+        again when the broker's topics change, which makes the member join again.
+
+        During a rebalance the change waits for the next iteration after it: aiokafka
+        loses a subscription changed while its assignment callback runs (no rejoin)."""
+        self._wanted_retry = (
+            self._settings.retry_topics if retry_topics is None else tuple(retry_topics)
+        )
+        if not self._rebalancing:
+            self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        retry, self._wanted_retry = self._wanted_retry, None
+        if retry is not None:
+            self._retry_topics = frozenset(retry)
+            self._consumer.subscribe(topics=[self._settings.topic, *retry], listener=self)
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Loop until `stop` is set or a batch fails with a bug (re-raised here); return
@@ -141,6 +157,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self.last_iteration = self._clock.monotonic()
         if self._failure is not None:
             raise self._failure
+        if not self._rebalancing:
+            self._resubscribe()
         if self._halt_request is not None:
             await self._enter_halt(self._halt_request)
         if self.halt is not None:
@@ -389,6 +407,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Called by aiokafka before a rebalance: settle or cancel, commit, forget."""
+        self._rebalancing = True
         revoked = set(revoked)
         touching = [task for task, tps in self._batches.items() if tps & revoked]
         abandoned = await self._settle_or_cancel(touching)
@@ -421,4 +440,5 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                     self._consumer.committed(tp), COMMITTED_TIMEOUT_S
                 )
         self.joined = True
+        self._rebalancing = False
         log.info("partitions assigned", extra={"partitions": partitions_field(assigned)})

@@ -22,7 +22,8 @@ from typing import IO
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.adapters.kafka import client_options, ensure_topics
+from stream.adapters.kafka import client_options
+from stream.adapters.topics import ensure_topics
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.tools.common import EXIT_FAILED, EXIT_OK, fail, run_tool
