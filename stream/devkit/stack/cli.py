@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="stream stack",
         description="Local Kafka (one broker or a 3-broker cluster) and Mongo-wire server, "
                     "no Docker. Services named by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL "
-                    "are used instead of started.",
+                    "are used instead of started, unless they are this stack's own (its env "
+                    "file exported in the shell).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", parents=[common],

@@ -258,21 +258,22 @@ async def ensure_up(
     Called by `stream stack up`, the test session and the benchmarks. `brokers` (1 or 3;
     default: as the stack dir last ran, else 1) is the number of Kafka nodes. Services named
     in `env` (default: the process environment) by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL
-    are used as they are. Waits until every broker is listed in a metadata answer and Mongo
-    answers `ping`, then writes `<stack_dir>/env`. On failure, stops what this call started
-    and raises StackError (with the failing service's log tail).
+    are used as they are, unless they are this stack's own (its env file exported), which
+    are restarted like unnamed ones. Waits until every broker is listed in a metadata answer
+    and Mongo answers `ping`, then writes `<stack_dir>/env`. On failure, stops what this
+    call started and raises StackError (with the failing service's log tail).
     """
     if brokers is not None and brokers not in BROKER_COUNTS:
         raise StackError(f"--brokers must be one of {BROKER_COUNTS}, not {brokers}")
     stack_dir = await asyncio.to_thread(stack_dir.resolve)
     cache = await asyncio.to_thread((cache_dir or default_cache_dir()).resolve)
     environ = os.environ if env is None else env
-    external_kafka, external_mongo = environ.get(KAFKA_ENV), environ.get(MONGO_ENV)
-    if external_kafka and brokers not in (None, 1):
-        raise StackError(f"{KAFKA_ENV} names a broker, so the stack starts none; unset it "
-                         "for --brokers")
     async with locked(stack_dir / ".lock"):
         services = await asyncio.to_thread(_load, stack_dir)
+        external_kafka, external_mongo = _external(environ, services)
+        if external_kafka and brokers not in (None, 1):
+            raise StackError(f"{KAFKA_ENV} names a broker, so the stack starts none; unset it "
+                             "for --brokers")
         kafka_names = [] if external_kafka else _switch_mode(stack_dir, services, brokers)
         missing = [name for name in kafka_names
                    if name not in services or services[name].live() is None]
@@ -313,6 +314,25 @@ async def ensure_up(
         endpoints = StackEndpoints(bootstrap, url, started=bool(started))
         (stack_dir / "env").write_text(endpoints.env_lines())
         return endpoints
+
+
+def _external(environ: Mapping[str, str], services: Mapping[str, _Service],
+              ) -> tuple[str | None, str | None]:
+    """The Kafka bootstrap and Mongo URL that `environ` names for servers of another
+    program's; None for a setting that is unset or names this stack dir's own service.
+
+    A shell that exported `<stack dir>/env` (to run `stream produce` or `stream run`) names
+    the stack's own services: `up` from that shell must restart them after a crash, not
+    wait for them as if someone else ran them.
+    """
+    kafka_value, mongo_value = environ.get(KAFKA_ENV) or None, environ.get(MONGO_ENV) or None
+    own_kafka = {service.endpoint for name, service in services.items() if _is_kafka(name)}
+    if kafka_value is not None and set(kafka_value.split(",")) <= own_kafka:
+        kafka_value = None
+    own_mongo = services.get("mongo")
+    if own_mongo is not None and mongo_value == own_mongo.endpoint:
+        mongo_value = None
+    return kafka_value, mongo_value
 
 
 def _switch_mode(stack_dir: Path, services: dict[str, _Service], brokers: int | None,
@@ -425,12 +445,12 @@ async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[
     stack_dir = await asyncio.to_thread(stack_dir.resolve)
     environ = os.environ if env is None else env
     services = await asyncio.to_thread(_load, stack_dir)
+    external_kafka, external_mongo = _external(environ, services)
 
-    async def one(name: str, env_name: str) -> ServiceStatus:
+    async def one(name: str, external: str | None) -> ServiceStatus:
         probe = kafka.answers if _is_kafka(name) else mongo.answers
-        if environ.get(env_name):
-            endpoint = environ[env_name]
-            return ServiceStatus(name, endpoint, True, None, None, False, await probe(endpoint))
+        if external is not None:
+            return ServiceStatus(name, external, True, None, None, False, await probe(external))
         service = services.get(name)
         if service is None:
             return ServiceStatus(name, None, False, None, None, False, False)
@@ -447,6 +467,6 @@ async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[
                              await probe(service.endpoint))
 
     recorded = [name for name in services if _is_kafka(name)]
-    kafka_names = ["kafka"] if environ.get(KAFKA_ENV) or not recorded else recorded
-    return list(await asyncio.gather(*(one(name, KAFKA_ENV) for name in kafka_names),
-                                     one("mongo", MONGO_ENV)))
+    kafka_names = ["kafka"] if external_kafka or not recorded else recorded
+    return list(await asyncio.gather(*(one(name, external_kafka) for name in kafka_names),
+                                     one("mongo", external_mongo)))
