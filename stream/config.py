@@ -403,7 +403,8 @@ class Settings:
     kafka_ssl_key_password: str = _setting(
         "STREAM_KAFKA_SSL_KEY_PASSWORD",
         "",
-        "password of an encrypted client key (secret; never logged)",
+        "password of an encrypted client key, read with STREAM_KAFKA_SSL_CERTFILE only "
+        "(secret; never logged)",
         _text(),
         secret=True,
     )
@@ -505,11 +506,9 @@ class Settings:
             f"a client certificate needs SSL or SASL_SSL, not {self.kafka_security_protocol}",
         )
         check(
-            bool(self.kafka_ssl_certfile)
-            or not (self.kafka_ssl_keyfile or self.kafka_ssl_key_password),
-            ("STREAM_KAFKA_SSL_CERTFILE", "STREAM_KAFKA_SSL_KEYFILE",
-             "STREAM_KAFKA_SSL_KEY_PASSWORD"),
-            "required with STREAM_KAFKA_SSL_KEYFILE or STREAM_KAFKA_SSL_KEY_PASSWORD",
+            bool(self.kafka_ssl_certfile) or not self.kafka_ssl_keyfile,
+            ("STREAM_KAFKA_SSL_CERTFILE", "STREAM_KAFKA_SSL_KEYFILE"),
+            "required with STREAM_KAFKA_SSL_KEYFILE: the certificate that key belongs to",
         )
         check(
             self.drain_timeout_s < self.rebalance_timeout_s,
