@@ -163,6 +163,10 @@ REFUSALS = {
         "SASL_SSL", {"STREAM_KAFKA_SASL_PASSWORD": "not-the-password"},
         "STREAM_KAFKA_SASL_PASSWORD",
     ),
+    "SASL mechanism not enabled": (
+        "SASL_SSL", {"STREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256"},
+        "STREAM_KAFKA_SASL_MECHANISM",
+    ),
     "broker certificate not trusted": (
         "SASL_SSL", {"STREAM_KAFKA_SSL_CAFILE": ""}, "STREAM_KAFKA_SSL_CAFILE",
     ),

@@ -219,11 +219,12 @@ async def start(client: _Startable, settings: Settings) -> None:
             raise refusal
         left = deadline - time.monotonic()
         if left <= 0:
+            bound = settings.kafka_startup_timeout_s
             raise KafkaUnavailable(
                 settings.kafka_bootstrap,
                 f"{_describe(causes)}; check STREAM_KAFKA_BOOTSTRAP and "
                 f"STREAM_KAFKA_SECURITY_PROTOCOL ({settings.kafka_security_protocol}), "
-                f"retried for {settings.kafka_startup_timeout_s:g} s",
+                + (f"retried for {bound:g} s" if bound else "tried once"),
             )
         if backoff == RETRY_BACKOFF_S:
             log.warning("Kafka does not answer yet; retrying",

@@ -402,12 +402,14 @@ def _external(environ: Mapping[str, str], services: Mapping[str, _Service],
     """The Kafka bootstrap and Mongo URL that `environ` names for servers of another
     program's; None for a setting that is unset or names this stack dir's own service.
 
-    A shell that exported `<stack dir>/env` (to run `stream produce` or `stream run`) names
-    the stack's own services: `up` from that shell must restart them after a crash, not
-    wait for them as if someone else ran them.
+    A shell that exported `<stack dir>/env` (or a secure stack's `env.sasl_ssl` / `env.ssl`)
+    to run `stream produce` or `stream run` names the stack's own services: `up` from that
+    shell must restart them after a crash, not wait for them as if someone else ran them.
     """
     kafka_value, mongo_value = environ.get(KAFKA_ENV) or None, environ.get(MONGO_ENV) or None
-    own_kafka = {service.endpoint for name, service in services.items() if _is_kafka(name)}
+    # A node's client listeners: PLAINTEXT, and a secure stack's SASL_SSL and SSL.
+    own_kafka = {f"127.0.0.1:{port}" for name, service in services.items() if _is_kafka(name)
+                 for port in (service.ports[0], *service.ports[_PLAIN_PORTS:])}
     if kafka_value is not None and set(kafka_value.split(",")) <= own_kafka:
         kafka_value = None
     own_mongo = services.get("mongo")
