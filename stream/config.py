@@ -402,6 +402,33 @@ class Settings:
     kafka_ssl_cafile: str = _setting(
         "STREAM_KAFKA_SSL_CAFILE", "", "CA bundle for Kafka TLS", _text()
     )
+    kafka_ssl_certfile: str = _setting(
+        "STREAM_KAFKA_SSL_CERTFILE",
+        "",
+        "client certificate (PEM, chain included) for brokers that require mutual TLS",
+        _text(),
+    )
+    kafka_ssl_keyfile: str = _setting(
+        "STREAM_KAFKA_SSL_KEYFILE",
+        "",
+        "private key (PEM) of the client certificate, unless it is in the certificate file",
+        _text(),
+    )
+    kafka_ssl_key_password: str = _setting(
+        "STREAM_KAFKA_SSL_KEY_PASSWORD",
+        "",
+        "password of an encrypted client key, read with STREAM_KAFKA_SSL_CERTFILE only "
+        "(secret; never logged)",
+        _text(),
+        secret=True,
+    )
+    kafka_startup_timeout_s: float = _setting(
+        "STREAM_KAFKA_STARTUP_TIMEOUT_MS",
+        "60000",
+        "how long start-up retries brokers that do not answer or complete no handshake "
+        "(0 = try once); refused credentials or certificates stop at once",
+        _millis(0, 3_600_000),
+    )
     kafka_group_instance_id: str = _setting(
         "STREAM_KAFKA_GROUP_INSTANCE_ID",
         "",
@@ -507,6 +534,16 @@ class Settings:
             not self.kafka_security_protocol.startswith("SASL_") or bool(self.kafka_sasl_mechanism),
             ("STREAM_KAFKA_SASL_MECHANISM", "STREAM_KAFKA_SECURITY_PROTOCOL"),
             f"required with {self.kafka_security_protocol}: one of {', '.join(SASL_MECHANISMS)}",
+        )
+        check(
+            not self.kafka_ssl_certfile or self.kafka_security_protocol.endswith("SSL"),
+            ("STREAM_KAFKA_SSL_CERTFILE", "STREAM_KAFKA_SECURITY_PROTOCOL"),
+            f"a client certificate needs SSL or SASL_SSL, not {self.kafka_security_protocol}",
+        )
+        check(
+            bool(self.kafka_ssl_certfile) or not self.kafka_ssl_keyfile,
+            ("STREAM_KAFKA_SSL_CERTFILE", "STREAM_KAFKA_SSL_KEYFILE"),
+            "required with STREAM_KAFKA_SSL_KEYFILE: the certificate that key belongs to",
         )
         check(
             self.drain_timeout_s < self.rebalance_timeout_s,

@@ -5,6 +5,7 @@
      │    └── InvalidSettings  every bad setting of one environment, reported at once
      ├── StartupError         a dependency is unusable at start (stop with one line, no traceback)
      │    ├── KafkaUnavailable  the bootstrap servers do not answer
+     │    ├── KafkaRefused      a broker refused our credentials or certificate, or we its
      │    └── PortInUse         a server port is taken (the metrics port: before joining)
      ├── StackError           the local dev-stack could not start (missing tool, port, timeout)
      └── ProcessingError      one SMS could not be processed
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 __all__ = [
     "ConfigError",
     "InvalidSettings",
+    "KafkaRefused",
     "KafkaUnavailable",
     "PermanentError",
     "PortInUse",
@@ -76,6 +78,12 @@ class KafkaUnavailable(StartupError):
     def __init__(self, bootstrap: str, cause: str) -> None:
         super().__init__(f"cannot reach Kafka at {bootstrap} ({cause})")
         self.bootstrap = bootstrap
+
+
+class KafkaRefused(StartupError):
+    """A broker refused our SASL login or client certificate, or its certificate failed
+    verification: a configuration fault, so start-up stops at once (the message names the
+    settings to check) rather than retrying."""
 
 
 class PortInUse(StartupError):

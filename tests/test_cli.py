@@ -120,6 +120,7 @@ def test_unreachable_kafka_is_one_line_without_traceback() -> None:
     port = _closed_port()
     env = _env(
         STREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
+        STREAM_KAFKA_STARTUP_TIMEOUT_MS="0",
         STREAM_METRICS_PORT="0",
         # Accepted settings: the run gets as far as Kafka.
         STREAM_RATE_MAX="0.5",
@@ -130,6 +131,7 @@ def test_unreachable_kafka_is_one_line_without_traceback() -> None:
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"stream run: cannot reach Kafka at 127.0.0.1:{port} (")
     assert "Connect call failed" in line
+    assert "check STREAM_KAFKA_BOOTSTRAP and STREAM_KAFKA_SECURITY_PROTOCOL (PLAINTEXT)" in line
     assert "Traceback" not in done.stdout + done.stderr
     events = [orjson.loads(text) for text in done.stdout.splitlines()]
     assert events[0]["event"] == "settings"

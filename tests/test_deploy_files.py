@@ -60,7 +60,9 @@ PROMETHEUS = DEPLOY / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
 
 # Always secret. STREAM_MONGO_URL joins them wherever it carries credentials (production).
-SECRET_SETTINGS = {"STREAM_API_TOKEN", "STREAM_KAFKA_SASL_PASSWORD"}
+SECRET_SETTINGS = {
+    "STREAM_API_TOKEN", "STREAM_KAFKA_SASL_PASSWORD", "STREAM_KAFKA_SSL_KEY_PASSWORD",
+}
 METRICS_PORT = int(SETTINGS_DOC["STREAM_METRICS_PORT"][0])
 
 # Strategic-merge list keys of the built-in kinds our overlay patches; any other kind is a

@@ -209,7 +209,8 @@ async def test_cli_says_which_file_and_which_kafka_it_could_not_use(tmp_path: Pa
     path = tmp_path / "sms.jsonl"
     path.write_bytes(b'{"id": "a"}\n')
     code, out, err = await _produce_cli(
-        "--file", str(path), env=_env(STREAM_KAFKA_BOOTSTRAP="127.0.0.1:1")
+        "--file", str(path),
+        env=_env(STREAM_KAFKA_BOOTSTRAP="127.0.0.1:1", STREAM_KAFKA_STARTUP_TIMEOUT_MS="0"),
     )
     assert (code, out) == (1, "")
     assert err.startswith("stream produce: cannot reach Kafka at 127.0.0.1:1 ("), err

@@ -7,6 +7,7 @@ STREAM_MONGO_URL) is at fault, not the processor.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -28,6 +29,7 @@ from stream.devkit.stack import (
     down,
     ensure_up,
     kill,
+    status,
 )
 from stream.devkit.stack.process import port_is_free, spawn, stop
 
@@ -38,6 +40,8 @@ UniqueName = Callable[..., str]
 # Bounds on waiting for records or a CLI; each is met in well under a second when healthy.
 CONSUME_DEADLINE_S = 30.0
 CLI_DEADLINE_S = 60.0
+# A killed broker answers again within this, JVM start and log recovery included.
+BROKER_RESTART_BOUND_S = 30.0
 
 
 async def _consume(consumer: AIOKafkaConsumer, count: int) -> list[Any]:
@@ -222,7 +226,9 @@ async def test_killed_broker_comes_back_on_its_port_and_clients_reconnect(
         assert [r.value for r in await _consume(consumer, 1)] == [b"before"]
 
         await asyncio.to_thread(kill, stack_dir, "kafka")
-        again = await ensure_up(stack_dir, env=env)
+        # As from a shell that exported the env file: the address is still the stack's own.
+        exported = env | {KAFKA_ENV: first.kafka_bootstrap}
+        again = await ensure_up(stack_dir, env=exported, timeout_s=BROKER_RESTART_BOUND_S)
 
         assert again.started
         assert again.kafka_bootstrap == first.kafka_bootstrap
@@ -233,3 +239,25 @@ async def test_killed_broker_comes_back_on_its_port_and_clients_reconnect(
         await consumer.stop()
         await producer.stop()
         await asyncio.to_thread(down, stack_dir)
+
+
+async def test_settings_naming_the_stacks_own_listeners_are_not_taken_for_external_servers(
+    tmp_path: Path,
+) -> None:
+    """A shell that exported the stack's env file (or a secure stack's env.sasl_ssl) still
+    names the stack's own services: `up` and `status` treat them as the stack's."""
+    state = {
+        "kafka": {"kind": "kafka", "ports": [41001, 41002, 41003, 41004],
+                  "endpoint": "127.0.0.1:41001", "proc": None},
+        "mongo": {"kind": "ferretdb", "ports": [41005], "endpoint": "mongodb://127.0.0.1:41005/",
+                  "proc": None},
+    }
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    for bootstrap in ("127.0.0.1:41001", "127.0.0.1:41003", "127.0.0.1:41004"):
+        kafka_status, mongo_status = await status(
+            tmp_path, env={KAFKA_ENV: bootstrap, MONGO_ENV: "mongodb://127.0.0.1:41005/"})
+        assert not kafka_status.external, bootstrap
+        assert not mongo_status.external
+    other, _ = await status(tmp_path, env={KAFKA_ENV: "127.0.0.1:41009"})
+    assert other.external
+

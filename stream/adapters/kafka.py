@@ -12,11 +12,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
-from aiokafka.helpers import create_ssl_context
 
+from stream.adapters.kafka_security import security_options
+from stream.adapters.kafka_security import start as start_client
 from stream.config import Settings
-from stream.errors import KafkaUnavailable
 
 __all__ = [
     "client_options",
@@ -36,19 +35,7 @@ member's restart must not make every rebalance wait a third of it (Kafka's defau
 
 def client_options(settings: Settings) -> dict[str, Any]:
     """Connection options shared by every Kafka client of the process."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        options |= {
-            "sasl_mechanism": settings.kafka_sasl_mechanism,
-            "sasl_plain_username": settings.kafka_sasl_username,
-            "sasl_plain_password": settings.kafka_sasl_password,
-        }
-    if settings.kafka_security_protocol.endswith("SSL"):
-        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
-    return options
+    return {"bootstrap_servers": settings.kafka_bootstrap, **security_options(settings)}
 
 
 def new_consumer(settings: Settings, client_id: str = "stream") -> AIOKafkaConsumer:
@@ -87,43 +74,9 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-class _ConnectFailures(logging.Filter):
-    """Takes aiokafka's per-server connect errors, which it logs before raising without them.
-
-    They are reported once instead: in KafkaUnavailable, or as one warning when another
-    bootstrap server answered.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.causes: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        cause = record.args[-1] if isinstance(record.args, tuple) and record.args else None
-        if record.levelno < logging.ERROR or not isinstance(cause, BaseException):
-            return True
-        self.causes.append(str(cause) or type(cause).__name__)
-        return False
-
-
-async def _start_or_unavailable(admin: AIOKafkaAdminClient, bootstrap: str) -> None:
-    """Start `admin`; raise KafkaUnavailable with each server's failure if none answers."""
-    failures = _ConnectFailures()
-    client_log = logging.getLogger("aiokafka")
-    client_log.addFilter(failures)
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        cause = "; ".join(dict.fromkeys(failures.causes)) or str(exc)
-        raise KafkaUnavailable(bootstrap, cause) from exc
-    finally:
-        client_log.removeFilter(failures)
-    if failures.causes:
-        log.warning("some bootstrap servers failed", extra={"causes": failures.causes})
-
-
 async def start_admin(settings: Settings) -> AIOKafkaAdminClient:
-    """A started admin client; raises KafkaUnavailable when no bootstrap server answers."""
+    """A started admin client; raises KafkaUnavailable when no bootstrap server answers
+    within STREAM_KAFKA_STARTUP_TIMEOUT_MS, KafkaRefused when one refuses our credentials."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await _start_or_unavailable(admin, settings.kafka_bootstrap)
+    await start_client(admin, settings)
     return admin

@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.adapters.kafka import client_options, new_producer
+from stream.adapters.kafka_security import start as start_client
 from stream.config import Settings
 from stream.engine.failures import Delivery, Failure, foreign_headers
 from stream.errors import StreamError
@@ -108,7 +109,7 @@ async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
     with topic auto-creation on.
     """
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
+    await start_client(admin, settings)
     try:
         if topic not in await admin.list_topics():
             raise StreamError(f"topic {topic} does not exist (is STREAM_TOPIC right?)")

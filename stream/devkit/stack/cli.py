@@ -8,7 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from stream.devkit.stack.core import BROKER_COUNTS, READY_TIMEOUT_S, down, ensure_up, status
+from stream.devkit.stack.core import (
+    BROKER_COUNTS,
+    READY_TIMEOUT_S,
+    down,
+    ensure_up,
+    secure_env_file,
+    status,
+)
 from stream.errors import StackError
 
 __all__ = ["main"]
@@ -22,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="stream stack",
         description="Local Kafka (one broker or a 3-broker cluster) and Mongo-wire server, "
                     "no Docker. Services named by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL "
-                    "are used instead of started.",
+                    "are used instead of started, unless they are this stack's own (its env "
+                    "file exported in the shell).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", parents=[common],
@@ -35,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--brokers", type=int, choices=BROKER_COUNTS, default=None,
                     help="Kafka nodes: 3 is a KRaft cluster with replication 3 and min ISR 2 "
                          "for failover tests (default: as last time, else 1)")
+    up.add_argument("--secure", action=argparse.BooleanOptionalAction, default=None,
+                    help="also listen with SASL_SSL (SCRAM-SHA-512) and with mutual TLS (SSL, "
+                         "client certificate required); client settings go to env.sasl_ssl "
+                         "and env.ssl in the stack dir (default: as last time, else no)")
     up.add_argument("--timeout", type=float, default=READY_TIMEOUT_S,
                     help="seconds to wait for the services to answer, after any build")
     commands.add_parser("down", parents=[common], help="stop the processes `up` started")
@@ -45,11 +57,15 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace) -> int:
     endpoints = await ensure_up(args.dir, args.cache_dir, kafka_port=args.kafka_port,
-                                brokers=args.brokers, timeout_s=args.timeout)
+                                brokers=args.brokers, timeout_s=args.timeout,
+                                secure=args.secure)
     if not endpoints.started:
         print(f"stack in {args.dir} is already up", file=sys.stderr)
     print(endpoints.env_lines(), end="")
     print(f"(also written to {args.dir / 'env'})", file=sys.stderr)
+    for protocol, settings in endpoints.secure.items():
+        print(f"{protocol} clients: the settings in {secure_env_file(args.dir, protocol)} "
+              f"(Kafka at {settings['STREAM_KAFKA_BOOTSTRAP']})", file=sys.stderr)
     return 0
 
 

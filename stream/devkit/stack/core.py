@@ -16,13 +16,14 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.devkit.stack import kafka, mongo
+from stream.devkit.stack import kafka, mongo, tls
 from stream.devkit.stack.process import (
     Proc,
     default_cache_dir,
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_up",
     "kafka_service",
     "kill",
+    "secure_env_file",
     "status",
 ]
 
@@ -61,6 +63,9 @@ MONGO_ENV = "STREAM_MONGO_URL"
 READY_TIMEOUT_S = 90.0
 # Kafka's controlled shutdown of one node takes 2-3 s; past this it is killed.
 _STOP_GRACE_S = 30.0
+# Ports of a Kafka node: listener and controller, then a secure stack's SASL_SSL and SSL.
+_PLAIN_PORTS = 2
+_SECURE_PORTS = 4
 # Broker counts `up --brokers` offers: a quorum of two controllers cannot lose one, so the
 # only cluster worth testing failover on is three.
 BROKER_COUNTS = (1, 3)
@@ -81,14 +86,57 @@ def _is_kafka(name: str) -> bool:
 
 @dataclass(frozen=True)
 class StackEndpoints:
-    """Where the stack's services answer; `started` tells whether this call started any."""
+    """Where the stack's services answer; `started` tells whether this call started any.
+
+    `secure` (a secure stack only) holds, by security protocol (`SASL_SSL`, and `SSL` with
+    a client certificate), the STREAM_* settings of a client of that listener.
+    """
 
     kafka_bootstrap: str
     mongo_url: str
     started: bool
+    secure: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
     def env_lines(self) -> str:
         return f"{KAFKA_ENV}={self.kafka_bootstrap}\n{MONGO_ENV}={self.mongo_url}\n"
+
+
+def _secure_settings(nodes: Sequence[kafka.Node], certs: tls.Certificates, sasl_password: str,
+                     mongo_url: str) -> dict[str, dict[str, str]]:
+    """The client settings of each secure listener of `nodes`."""
+    common = {MONGO_ENV: mongo_url, "STREAM_KAFKA_SSL_CAFILE": str(certs.ca_pem)}
+    return {
+        "SASL_SSL": {
+            KAFKA_ENV: ",".join(f"127.0.0.1:{node.sasl_ssl_port}" for node in nodes),
+            "STREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "STREAM_KAFKA_SASL_MECHANISM": kafka.SASL_MECHANISM,
+            "STREAM_KAFKA_SASL_USERNAME": kafka.SASL_USER,
+            "STREAM_KAFKA_SASL_PASSWORD": sasl_password,
+            **common,
+        },
+        "SSL": {
+            KAFKA_ENV: ",".join(f"127.0.0.1:{node.ssl_port}" for node in nodes),
+            "STREAM_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "STREAM_KAFKA_SSL_CERTFILE": str(certs.client_pem),
+            "STREAM_KAFKA_SSL_KEYFILE": str(certs.client_key),
+            "STREAM_KAFKA_SSL_KEY_PASSWORD": certs.client_key_password,
+            **common,
+        },
+    }
+
+
+def secure_env_file(stack_dir: Path, protocol: str) -> Path:
+    """Where `up --secure` writes the client settings of its `protocol` listener."""
+    return stack_dir / f"env.{protocol.lower()}"
+
+
+def _sasl_password(stack_dir: Path) -> str:
+    """The stack's SCRAM password, made on first use (the log dirs are formatted with it)."""
+    path = stack_dir / "sasl.secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -151,7 +199,7 @@ def _ports(previous: _Service | None, count: int, requested: int | None,
 
 
 def _plan_kafka(services: dict[str, _Service], names: list[str], missing: list[str],
-                kafka_port: int | None) -> tuple[list[kafka.Node], list[str]]:
+                kafka_port: int | None, secure: bool) -> tuple[list[kafka.Node], list[str]]:
     """The nodes of the Kafka stack and which of them to start.
 
     A node restarted beside running ones keeps its ports: they are in the others' quorum
@@ -170,7 +218,8 @@ def _plan_kafka(services: dict[str, _Service], names: list[str], missing: list[s
     taken: set[int] = set()
     nodes = []
     for node_id, name in enumerate(names, 1):
-        ports = _ports(services.get(name), 2, kafka_port if node_id == 1 else None, taken)
+        ports = _ports(services.get(name), _SECURE_PORTS if secure else _PLAIN_PORTS,
+                       kafka_port if node_id == 1 else None, taken)
         taken.update(ports)
         nodes.append(kafka.Node(node_id, *ports))
     return nodes, names
@@ -178,7 +227,7 @@ def _plan_kafka(services: dict[str, _Service], names: list[str], missing: list[s
 
 def _start_missing(stack_dir: Path, cache_dir: Path, services: dict[str, _Service],
                    missing: list[str], kafka_names: list[str], kafka_port: int | None,
-                   ) -> list[str]:
+                   certs: tls.Certificates | None) -> list[str]:
     """Fetch or build what the `missing` services need, then start them; returns the names
     started (more than `missing` when a cluster had to restart on new ports).
 
@@ -194,19 +243,20 @@ def _start_missing(stack_dir: Path, cache_dir: Path, services: dict[str, _Servic
         lib_dir = None if lib is None else lib.result()
         mongo_binary = None if binary is None else binary.result()
         if lib_dir is not None:
-            nodes, to_start = _plan_kafka(services, kafka_names, missing_kafka, kafka_port)
+            nodes, to_start = _plan_kafka(services, kafka_names, missing_kafka, kafka_port,
+                                          certs is not None)
             cluster = kafka.cluster_id([stack_dir / name for name in kafka_names])
             by_name = dict(zip(kafka_names, nodes, strict=True))
+            password = _sasl_password(stack_dir)
             # The formats (a JVM start each) run side by side, then every node starts.
             procs = pool.map(
                 lambda name: kafka.start(stack_dir / name, java, lib_dir, by_name[name], nodes,
-                                         cluster),
+                                         cluster, password, certs),
                 to_start,
             )
             for name, proc in zip(to_start, procs, strict=True):
                 node = by_name[name]
-                services[name] = _Service("kafka", (node.port, node.controller_port),
-                                          f"127.0.0.1:{node.port}", proc)
+                services[name] = _Service("kafka", node.ports, f"127.0.0.1:{node.port}", proc)
                 _save(stack_dir, services)
                 started.append(name)
     if mongo_binary is not None:
@@ -252,28 +302,38 @@ async def ensure_up(
     brokers: int | None = None,
     timeout_s: float = READY_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
+    secure: bool | None = None,
 ) -> StackEndpoints:
     """Make the stack in `stack_dir` run and answer; start only what is not running.
 
     Called by `stream stack up`, the test session and the benchmarks. `brokers` (1 or 3;
-    default: as the stack dir last ran, else 1) is the number of Kafka nodes. Services named
+    default: as the stack dir last ran, else 1) is the number of Kafka nodes. `secure`
+    (default: as last time, else False) adds a SASL_SSL (SCRAM-SHA-512) and a mutual-TLS
+    SSL listener to each node, whose client settings go to `env.sasl_ssl` / `env.ssl` in
+    the stack dir and `StackEndpoints.secure`. Services named
     in `env` (default: the process environment) by STREAM_KAFKA_BOOTSTRAP / STREAM_MONGO_URL
-    are used as they are. Waits until every broker is listed in a metadata answer and Mongo
-    answers `ping`, then writes `<stack_dir>/env`. On failure, stops what this call started
-    and raises StackError (with the failing service's log tail).
+    are used as they are, unless they are this stack's own (its env file exported), which
+    are restarted like unnamed ones. Waits until every broker is listed in a metadata answer
+    and Mongo answers `ping`, then writes `<stack_dir>/env`. On failure, stops what this
+    call started and raises StackError (with the failing service's log tail).
     """
     if brokers is not None and brokers not in BROKER_COUNTS:
         raise StackError(f"--brokers must be one of {BROKER_COUNTS}, not {brokers}")
     stack_dir = await asyncio.to_thread(stack_dir.resolve)
     cache = await asyncio.to_thread((cache_dir or default_cache_dir()).resolve)
     environ = os.environ if env is None else env
-    external_kafka, external_mongo = environ.get(KAFKA_ENV), environ.get(MONGO_ENV)
-    if external_kafka and brokers not in (None, 1):
-        raise StackError(f"{KAFKA_ENV} names a broker, so the stack starts none; unset it "
-                         "for --brokers")
     async with locked(stack_dir / ".lock"):
         services = await asyncio.to_thread(_load, stack_dir)
+        external_kafka, external_mongo = _external(environ, services)
+        if external_kafka and brokers not in (None, 1):
+            raise StackError(f"{KAFKA_ENV} names a broker, so the stack starts none; unset it "
+                             "for --brokers")
+        if external_kafka and secure:
+            raise StackError(f"{KAFKA_ENV} names a broker, so the stack starts none; unset it "
+                             "for --secure")
         kafka_names = [] if external_kafka else _switch_mode(stack_dir, services, brokers)
+        secure = _secure_mode(stack_dir, services, kafka_names, secure)
+        certs = await asyncio.to_thread(tls.certificates, cache) if secure else None
         missing = [name for name in kafka_names
                    if name not in services or services[name].live() is None]
         if not external_mongo and ("mongo" not in services or services["mongo"].live() is None):
@@ -286,7 +346,7 @@ async def ensure_up(
         started: list[str] = []
         try:
             started = await asyncio.to_thread(_start_missing, stack_dir, cache, services,
-                                              missing, kafka_names, kafka_port)
+                                              missing, kafka_names, kafka_port, certs)
             # One after the other: all processes are already starting side by side.
             if external_kafka:
                 bootstrap = await _ready("Kafka", external_kafka, kafka.answers,
@@ -310,9 +370,52 @@ async def ensure_up(
             await asyncio.to_thread(_stop_services, stack_dir, services,
                                     [name for name in started if name in services])
             raise
-        endpoints = StackEndpoints(bootstrap, url, started=bool(started))
+        secure_settings: dict[str, dict[str, str]] = {}
+        if certs is not None:
+            nodes = [kafka.Node(i, *services[name].ports) for i, name in enumerate(kafka_names, 1)]
+            secure_settings = _secure_settings(nodes, certs, _sasl_password(stack_dir), url)
+        endpoints = StackEndpoints(bootstrap, url, started=bool(started), secure=secure_settings)
         (stack_dir / "env").write_text(endpoints.env_lines())
+        for protocol, settings in secure_settings.items():
+            path = secure_env_file(stack_dir, protocol)
+            path.touch(mode=0o600)  # it holds a password
+            path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         return endpoints
+
+
+def _secure_mode(stack_dir: Path, services: Mapping[str, _Service], kafka_names: list[str],
+                 secure: bool | None) -> bool:
+    """Whether the Kafka nodes get TLS listeners (None: as recorded, else not); StackError
+    when the other mode is still running."""
+    recorded = [services[name] for name in kafka_names if name in services]
+    was_secure = bool(recorded) and len(recorded[0].ports) == _SECURE_PORTS
+    if secure is None:
+        return was_secure
+    if recorded and secure != was_secure and any(s.live() is not None for s in recorded):
+        raise StackError(f"Kafka of {stack_dir} runs {'with' if was_secure else 'without'} "
+                         "TLS listeners; `stream stack down` first to change --secure")
+    return secure
+
+
+def _external(environ: Mapping[str, str], services: Mapping[str, _Service],
+              ) -> tuple[str | None, str | None]:
+    """The Kafka bootstrap and Mongo URL that `environ` names for servers of another
+    program's; None for a setting that is unset or names this stack dir's own service.
+
+    A shell that exported `<stack dir>/env` (or a secure stack's `env.sasl_ssl` / `env.ssl`)
+    to run `stream produce` or `stream run` names the stack's own services: `up` from that
+    shell must restart them after a crash, not wait for them as if someone else ran them.
+    """
+    kafka_value, mongo_value = environ.get(KAFKA_ENV) or None, environ.get(MONGO_ENV) or None
+    # A node's client listeners: PLAINTEXT, and a secure stack's SASL_SSL and SSL.
+    own_kafka = {f"127.0.0.1:{port}" for name, service in services.items() if _is_kafka(name)
+                 for port in (service.ports[0], *service.ports[_PLAIN_PORTS:])}
+    if kafka_value is not None and set(kafka_value.split(",")) <= own_kafka:
+        kafka_value = None
+    own_mongo = services.get("mongo")
+    if own_mongo is not None and mongo_value == own_mongo.endpoint:
+        mongo_value = None
+    return kafka_value, mongo_value
 
 
 def _switch_mode(stack_dir: Path, services: dict[str, _Service], brokers: int | None,
@@ -425,12 +528,12 @@ async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[
     stack_dir = await asyncio.to_thread(stack_dir.resolve)
     environ = os.environ if env is None else env
     services = await asyncio.to_thread(_load, stack_dir)
+    external_kafka, external_mongo = _external(environ, services)
 
-    async def one(name: str, env_name: str) -> ServiceStatus:
+    async def one(name: str, external: str | None) -> ServiceStatus:
         probe = kafka.answers if _is_kafka(name) else mongo.answers
-        if environ.get(env_name):
-            endpoint = environ[env_name]
-            return ServiceStatus(name, endpoint, True, None, None, False, await probe(endpoint))
+        if external is not None:
+            return ServiceStatus(name, external, True, None, None, False, await probe(external))
         service = services.get(name)
         if service is None:
             return ServiceStatus(name, None, False, None, None, False, False)
@@ -447,6 +550,6 @@ async def status(stack_dir: Path, env: Mapping[str, str] | None = None) -> list[
                              await probe(service.endpoint))
 
     recorded = [name for name in services if _is_kafka(name)]
-    kafka_names = ["kafka"] if environ.get(KAFKA_ENV) or not recorded else recorded
-    return list(await asyncio.gather(*(one(name, KAFKA_ENV) for name in kafka_names),
-                                     one("mongo", MONGO_ENV)))
+    kafka_names = ["kafka"] if external_kafka or not recorded else recorded
+    return list(await asyncio.gather(*(one(name, external_kafka) for name in kafka_names),
+                                     one("mongo", external_mongo)))

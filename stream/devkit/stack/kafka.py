@@ -22,11 +22,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from stream.devkit.stack.process import Proc, file_lock, run_tool, spawn
+from stream.devkit.stack.tls import Certificates
 from stream.errors import StackError
 
 __all__ = [
     "KAFKA_VERSION",
     "MAIN_CLASS",
+    "SASL_MECHANISM",
+    "SASL_USER",
     "Node",
     "answers",
     "cluster_id",
@@ -55,6 +58,8 @@ _CLUSTER_MIN_ISR = 2
 # the new process may register only once the old one is fenced) for as long.
 _SESSION_TIMEOUT_MS = 6000
 _HEARTBEAT_MS = 1500
+# Written beside a log dir formatted with the stack's SCRAM user.
+_SCRAM_MARKER = "scram-user"
 # One metadata round trip; a broker that is up answers in milliseconds.
 _PROBE_TIMEOUT_MS = 3000
 
@@ -151,17 +156,60 @@ def find_java() -> str:
 
 @dataclass(frozen=True)
 class Node:
-    """One combined broker+controller: its `node.id`, listener port and controller port."""
+    """One combined broker+controller: its `node.id`, listener port and controller port,
+    and in a secure stack its SASL_SSL and (mutual TLS) SSL listener ports."""
 
     node_id: int
     port: int
     controller_port: int
+    sasl_ssl_port: int = 0
+    ssl_port: int = 0
+
+    @property
+    def secure(self) -> bool:
+        return self.sasl_ssl_port != 0
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The ports recorded for the node, in the order `Node(node_id, *ports)` takes them."""
+        secure = (self.sasl_ssl_port, self.ssl_port) if self.secure else ()
+        return (self.port, self.controller_port, *secure)
 
 
-def _server_properties(data: Path, node: Node, voters: Sequence[Node]) -> str:
+# The SCRAM user of every stack, created when a node's log dir is formatted.
+SASL_USER = "stream"
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+def _secure_properties(node: Node, certs: Certificates) -> str:
+    """Listeners that require TLS: SASL_SSL with SCRAM, and SSL with a client certificate.
+    PLAINTEXT stays the inter-broker listener and the readiness probe's."""
+    return f"""\
+listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port},\
+SASL_SSL://127.0.0.1:{node.sasl_ssl_port},SSL://127.0.0.1:{node.ssl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{node.port},\
+SASL_SSL://127.0.0.1:{node.sasl_ssl_port},SSL://127.0.0.1:{node.ssl_port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,\
+SSL:SSL
+sasl.enabled.mechanisms={SASL_MECHANISM}
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location={certs.keystore}
+ssl.keystore.password={certs.keystore_password}
+ssl.truststore.type=PEM
+ssl.truststore.location={certs.ca_pem}
+listener.name.ssl.ssl.client.auth=required
+"""
+
+
+def _server_properties(data: Path, node: Node, voters: Sequence[Node],
+                       certs: Certificates | None) -> str:
     replication = _CLUSTER_REPLICATION if len(voters) >= _CLUSTER_REPLICATION else 1
     min_isr = _CLUSTER_MIN_ISR if replication == _CLUSTER_REPLICATION else 1
     quorum = ",".join(f"{v.node_id}@127.0.0.1:{v.controller_port}" for v in voters)
+    # Later keys win in a .properties file: the secure listeners replace the plain ones.
+    secure = "" if certs is None else _secure_properties(node, certs)
     return f"""\
 # Written by `stream stack` on every start: node {node.node_id} of {len(voters)}, both broker
 # and controller (static quorum).
@@ -198,7 +246,7 @@ log.segment.bytes=16777216
 log.index.size.max.bytes=1048576
 num.network.threads=2
 num.io.threads=4
-"""
+{secure}"""
 
 
 def _cluster_id() -> str:
@@ -238,24 +286,33 @@ def _formatted_id(data: Path) -> str | None:
 
 
 def start(home: Path, java: str, lib: Path, node: Node, voters: Sequence[Node],
-          cluster: str) -> Proc:
+          cluster: str, sasl_password: str, certs: Certificates | None) -> Proc:
     """Configure `node` in `home` (formatting its log dir for `cluster` once) and start it.
 
     The configuration is rewritten on every start, so a node whose ports changed and the
-    quorum it belongs to agree again. Returns once the JVM runs; readiness is the caller's
-    `answers` loop. Raises StackError when the format fails.
+    quorum it belongs to agree again. The format creates the SCRAM user with
+    `sasl_password` (users can only be given at format time without a running admin
+    client); `certs` switches the TLS listeners on. Returns once the JVM runs; readiness is
+    the caller's `answers` loop. Raises StackError when the format fails.
     """
     data, props, log4j = home / "data", home / "server.properties", home / "log4j2.properties"
     data.mkdir(parents=True, exist_ok=True)
-    props.write_text(_server_properties(data, node, voters))
+    props.touch(mode=0o600)  # it holds the keystore password
+    props.write_text(_server_properties(data, node, voters, certs))
     log4j.write_text(_LOG4J2)
     heap = _HEAP if len(voters) == 1 else _CLUSTER_HEAP
     jvm = [java, heap, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
     if _formatted_id(data) is None:
+        user = f"{SASL_MECHANISM}=[name={SASL_USER},password={sasl_password}]"
         run_tool(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), "-g"],
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), "-g",
+             "-S", user],
             cwd=home, what="formatting the Kafka log dir",
         )
+        (home / _SCRAM_MARKER).write_text("")
+    elif certs is not None and not (home / _SCRAM_MARKER).exists():
+        raise StackError(f"{data} was formatted without the SCRAM user a secure stack needs; "
+                         f"`stream stack down`, delete {data} and start again")
     return spawn([*jvm, MAIN_CLASS, str(props)], log=home / "kafka.log", needle=str(props),
                  cwd=home)
 
