@@ -44,6 +44,8 @@ _KNOWN_BRANDS = re.compile(
 
 
 def order_fields(result: dict[str, Any], text: str, low: str) -> None:
+    """Fill `reference` (tracking, order, PNR or booking number) and `counterparty`
+    (carrier, airline, hotel or platform) of a delivery or booking `result`."""
     for word in _ORDER_WORD.finditer(low):
         token = _ORDER_TOKEN.match(text, word.end())
         if token is None:

@@ -63,6 +63,7 @@ _SENDER_ID = re.compile(r"(?:[A-Z]{2}-)?(?P<id>[A-Za-z][A-Za-z0-9]{2,10})(?:-[A-
 
 
 def otp_code(text: str) -> str | None:
+    """The code an OTP message carries, separators dropped; None when there is none."""
     for pattern in _OTP_PATTERNS:
         match = pattern.search(text)
         if match is not None:
@@ -71,6 +72,7 @@ def otp_code(text: str) -> str | None:
 
 
 def otp_fields(result: dict[str, Any], text: str, low: str, code: str, sender: str) -> None:
+    """Fill `otp`, `expires_in_s` and `service` (whom the code is for, else who sent it)."""
     result["otp"] = code
     expiry = _EXPIRY.search(low)
     if expiry is not None:

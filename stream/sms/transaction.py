@@ -218,6 +218,9 @@ def transaction_fields(
     spans: list[Money],
     bare: re.Match[str] | None,
 ) -> None:
+    """Fill the money fields of a transaction `result`: the amount (the first one that is
+    neither the balance nor a fee or limit, or `bare`, SBI's amount without a currency),
+    direction, balance, account tail, counterparty and reference."""
     balance, balance_at = _balance(low, spans)
     if bare is not None:
         result["amount"] = to_float(bare["num"], None)
