@@ -17,7 +17,14 @@ from aiokafka.helpers import create_ssl_context
 from stream.config import Settings
 from stream.errors import KafkaUnavailable, StreamError
 
-__all__ = ["DEFAULT_PARTITIONS", "client_options", "ensure_topics", "new_consumer", "new_producer"]
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "client_options",
+    "compression_type",
+    "ensure_topics",
+    "new_consumer",
+    "new_producer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,11 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def compression_type(settings: Settings) -> str | None:
+    """aiokafka's spelling of STREAM_KAFKA_COMPRESSION (None: uncompressed)."""
+    return None if settings.kafka_compression == "none" else settings.kafka_compression
+
+
 def new_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A group member with manual commits: offsets move only when work is settled."""
     return AIOKafkaConsumer(
@@ -60,6 +72,7 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.kafka_isolation_level,
         max_poll_records=settings.batch_max,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
@@ -74,6 +87,7 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        compression_type=compression_type(settings),
     )
 
 

@@ -89,6 +89,9 @@ class FakeConsumer:
         self._arrived = asyncio.Event()
         self._commit_failures = 0
         self.commit_hang = False
+        self._gaps: defaultdict[TopicPartition, set[int]] = defaultdict(set)
+        self.stable_offsets: dict[TopicPartition, int] = {}
+        """Last stable offsets the test set (an open transaction); else the log end."""
 
     # ----------------------------------------------------------------- test controls
 
@@ -137,8 +140,16 @@ class FakeConsumer:
     def fail_commits(self, times: int) -> None:
         self._commit_failures = times
 
-    def position(self, tp: TopicPartition) -> int:
+    def next_offset(self, tp: TopicPartition) -> int:
+        """The position, without awaiting: for the test's own checks."""
         return self._position[tp]
+
+    def skip(self, tp: TopicPartition, count: int) -> None:
+        """Offsets that hold no record for a reader (transaction markers, aborted
+        records): they move the log end, and a position that reaches them passes them."""
+        self._gaps[tp].update(range(len(self.logs[tp]), len(self.logs[tp]) + count))
+        self.logs[tp].extend([None] * count)
+        self._arrived.set()
 
     # ----------------------------------------------------------------- the consumer API
 
@@ -165,6 +176,20 @@ class FakeConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return len(self.logs[partition])
 
+    def last_stable_offset(self, partition: TopicPartition) -> int | None:
+        return self.stable_offsets.get(partition, len(self.logs[partition]))
+
+    async def position(self, partition: TopicPartition) -> int:
+        return self._position[partition]
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs[tp]) for tp in partitions}
+
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
@@ -188,11 +213,16 @@ class FakeConsumer:
         for tp in sorted(self._assignment - self._paused):
             if room <= 0:
                 break
-            start = self._position[tp]
-            records = self.logs[tp][start : start + room]
+            end = self._position[tp]
+            log = self.logs[tp]
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            while end < len(log) and len(records) < room:
+                if end not in self._gaps[tp]:
+                    records.append(log[end])
+                end += 1
+            self._position[tp] = end
             if records:
                 fetched[tp] = records
-                self._position[tp] = start + len(records)
                 room -= len(records)
         return fetched
 

@@ -72,7 +72,8 @@ class Consumer(Protocol):
     """The part of `aiokafka.AIOKafkaConsumer` the loop uses (a group member, manual commits).
 
     `commit` raises `aiokafka.errors.KafkaError` when the broker refuses or cannot be
-    reached; every other call is local or bounded by its own timeout.
+    reached; every other call is local or bounded by its own timeout. `getmany` raises
+    `UnicodeDecodeError` for a record whose header key is not UTF-8 (aiokafka decodes it).
     """
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
@@ -88,6 +89,16 @@ class Consumer(Protocol):
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
 
     def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    def last_stable_offset(self, partition: TopicPartition) -> int | None: ...
+
+    async def position(self, partition: TopicPartition) -> int: ...
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
