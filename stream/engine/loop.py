@@ -42,6 +42,7 @@ from stream.engine.halt import Halted
 from stream.engine.lag import LagMonitor
 from stream.engine.offsets import OffsetTracker
 from stream.engine.ports import Consumer
+from stream.engine.unreadable import fetch_past_unreadable
 from stream.errors import SystemicError
 from stream.observability import metrics
 from stream.observability.logs import partitions_field
@@ -196,7 +197,13 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             elif adaptive and batch:
                 remaining = 0.0
             wait_ms = int(remaining * 1000)
-            fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            except UnicodeDecodeError:  # a record the client cannot read: see unreadable.py
+                fetched, unreadable = await fetch_past_unreadable(
+                    self._consumer, self._tracker, room
+                )
+                batch.unreadable |= unreadable
             for tp, records in fetched.items():
                 room -= len(records)
                 if tp.topic in self._retry_topics:

@@ -69,6 +69,7 @@ PROG = "stream dlq"
 
 NEVER_SUCCEED = frozenset(
     {
+        "unreadable_record",
         "invalid_json",
         "invalid_utf8",
         "oversize",
