@@ -261,9 +261,10 @@ class Delivery:
         failure = Failure.from_headers(self.headers)
         kept = foreign_headers(self.headers) if keep_foreign_headers else []
         omitted = len(self.value) if self.value else None
+        was_null = [(VALUE_NULL, b"true")] if header(self.headers, VALUE_NULL) else []
         if failure is None:
             note = [] if omitted is None else [(VALUE_OMITTED, str(omitted).encode())]
-            return Delivery(self.topic, self.key, b"", [*kept, *note])
+            return Delivery(self.topic, self.key, b"", [*kept, *note, *was_null])
         if omitted is not None:
             failure = replace(failure, value_omitted=omitted)
-        return Delivery(self.topic, self.key, b"", [*kept, *failure.to_headers()])
+        return Delivery(self.topic, self.key, b"", [*kept, *failure.to_headers(), *was_null])

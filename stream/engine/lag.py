@@ -43,6 +43,9 @@ STUCK_TRANSACTION_S = 300.0
 stable offset moving is past any healthy one, and the broker's transaction timeout."""
 OFFSETS_TIMEOUT_S = 5.0
 """Asking the broker for a partition's bounds is only for the gauges."""
+EARLIEST_REFRESH_S = 60.0
+"""The earliest offset moves only with retention: ask again once a minute, not on every
+refresh of every partition that has no commit (retry partitions often have none)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +64,8 @@ class LagMonitor:
         self._consumer = consumer
         self._clock = clock
         self._stable: dict[TopicPartition, _Stable] = {}
+        self._earliest: dict[TopicPartition, int] = {}
+        self._earliest_asked = -EARLIEST_REFRESH_S
 
     async def refresh(self, assigned: Iterable[TopicPartition], tracker: OffsetTracker) -> None:
         """Set both gauges of every partition in `assigned` (a second is plenty often)."""
@@ -81,7 +86,7 @@ class LagMonitor:
             else:
                 bases[tp] = committed
         ends |= await self._ask(self._consumer.end_offsets, unknown_end)
-        bases |= await self._ask(self._consumer.beginning_offsets, uncommitted)
+        bases |= await self._earliest_of(uncommitted)
         for tp, end in ends.items():
             base = bases.get(tp)
             if base is not None:
@@ -91,9 +96,20 @@ class LagMonitor:
         """Drop the gauges of revoked partitions: another member reports them now."""
         for tp in tps:
             self._stable.pop(tp, None)
+            self._earliest.pop(tp, None)
             for gauge in (metrics.CONSUMER_LAG, metrics.OPEN_TRANSACTION_OFFSETS):
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
+
+    async def _earliest_of(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        now = self._clock.monotonic()
+        missing = [tp for tp in tps if tp not in self._earliest]
+        if now - self._earliest_asked >= EARLIEST_REFRESH_S:
+            missing = tps
+        if missing:
+            self._earliest_asked = now
+            self._earliest |= await self._ask(self._consumer.beginning_offsets, missing)
+        return {tp: self._earliest[tp] for tp in tps if tp in self._earliest}
 
     async def _ask(
         self, query: _OffsetsQuery, tps: list[TopicPartition]

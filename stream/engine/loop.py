@@ -69,8 +69,8 @@ PROBE_TIMEOUT_S = 30.0
 COMMIT_FAILURE_LOG_EVERY_S = 30.0
 """While the coordinator is away every iteration fails to commit; say so twice a minute."""
 POSITION_TIMEOUT_S = 1.0
-"""Positions are local once a partition has been fetched from; one that is still being
-reset is asked again at the next refresh rather than waited for."""
+"""Positions are local once a partition has been fetched from (only those are asked);
+this bounds the call should one be reset meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         """Let partitions with nothing unsettled commit up to the client's position, which
         passes transaction markers and aborted records without returning them."""
         states = {tp: self._tracker.partition(tp) for tp in tps}
-        idle = [tp for tp, state in states.items() if state.unsettled == 0]
+        idle = [  # fetched from (so its position is known) with nothing unsettled
+            tp for tp, state in states.items()
+            if state.unsettled == 0 and self._consumer.highwater(tp) is not None
+        ]
         if not idle:
             return
         try:
