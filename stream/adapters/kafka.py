@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
+from stream.adapters.raw_records import GroupConsumer
 from stream.config import Settings
 from stream.errors import KafkaUnavailable, StreamError
 
@@ -65,9 +66,9 @@ def compression_type(settings: Settings) -> str | None:
     return None if settings.kafka_compression == "none" else settings.kafka_compression
 
 
-def new_consumer(settings: Settings) -> AIOKafkaConsumer:
+def new_consumer(settings: Settings) -> GroupConsumer:
     """A group member with manual commits: offsets move only when work is settled."""
-    return AIOKafkaConsumer(
+    return GroupConsumer(
         **client_options(settings),
         group_id=settings.group_id,
         enable_auto_commit=False,

@@ -34,7 +34,6 @@ from stream.engine.failures import Delivery, Failure, Origin, origin_of, route
 from stream.engine.halt import DLQ_BREAKER_REASON, DeadLetterBreaker, Halted
 from stream.engine.offsets import PartitionOffsets
 from stream.engine.ports import Processor, Publisher, Sink
-from stream.engine.unreadable import UNREADABLE_REASON
 from stream.errors import PermanentError, ProcessingError, SystemicError
 from stream.observability import metrics
 from stream.sms.codec import decode_sms
@@ -57,9 +56,6 @@ class Batch:
     partitions: dict[TopicPartition, tuple[PartitionOffsets, list[int]]] = field(
         default_factory=dict
     )
-    unreadable: dict[tuple[str, int, int], str] = field(default_factory=dict)
-    """Placeholders of records the client could not read, by (topic, partition, offset):
-    why (`stream.engine.unreadable`); each is dead-lettered."""
 
     def add(
         self, tp: TopicPartition, offsets: PartitionOffsets,
@@ -80,13 +76,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.records)
-
-
-def _check_readable(batch: Batch, record: ConsumerRecord[bytes, bytes]) -> None:
-    """Raise the PermanentError of a placeholder for a record the client could not read."""
-    why = batch.unreadable.get((record.topic, record.partition, record.offset))
-    if why is not None:
-        raise PermanentError(why, reason=UNREADABLE_REASON)
 
 
 class BatchHandler:
@@ -189,8 +178,6 @@ class BatchHandler:
             per_topic[record.topic] += 1
             origin = origin_of(record.topic, record.partition, record.offset, record.headers)
             try:
-                if batch.unreadable:
-                    _check_readable(batch, record)
                 valid.append((record, decode_sms(record.value, max_bytes), origin))
             except PermanentError as error:
                 deliveries.append(self._failure(record, origin, error))

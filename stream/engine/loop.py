@@ -199,11 +199,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             wait_ms = int(remaining * 1000)
             try:
                 fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
-            except UnicodeDecodeError:  # a record the client cannot read: see unreadable.py
-                fetched, unreadable = await fetch_past_unreadable(
-                    self._consumer, self._tracker, room
-                )
-                batch.unreadable |= unreadable
+            except UnicodeDecodeError:  # a batch the client cannot read: see unreadable.py
+                fetched = await fetch_past_unreadable(self._consumer, self._tracker, room)
             for tp, records in fetched.items():
                 room -= len(records)
                 if tp.topic in self._retry_topics:

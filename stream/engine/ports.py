@@ -73,7 +73,8 @@ class Consumer(Protocol):
 
     `commit` raises `aiokafka.errors.KafkaError` when the broker refuses or cannot be
     reached; every other call is local or bounded by its own timeout. `getmany` raises
-    `UnicodeDecodeError` for a record whose header key is not UTF-8 (aiokafka decodes it).
+    `UnicodeDecodeError` for a batch with a header key that is not UTF-8 (aiokafka decodes
+keys), which `read_raw` reads instead.
     """
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
@@ -99,6 +100,13 @@ class Consumer(Protocol):
     ) -> dict[TopicPartition, int]: ...
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def read_raw(
+        self, partition: TopicPartition, offset: int
+    ) -> tuple[list[ConsumerRecord[bytes, bytes]], int]:
+        """The records of the batch holding `offset`, from `offset` on, read without the
+        client's record decoder; and the offset after that batch (raises KafkaError)."""
+        ...
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None

@@ -1,20 +1,20 @@
-"""Records the Kafka client cannot hand over: found, stepped past, dead-lettered by offset.
+"""Record batches the Kafka client cannot read: found, read by offset, never skipped.
 
 aiokafka decodes every header key as UTF-8 while `getmany` iterates the fetched batches.
 A key that is not UTF-8 (legal in Kafka: keys are bytes on the wire) raises
 `UnicodeDecodeError` out of `getmany`, naming neither partition nor offset, and raises it
-again on every call: the member could never pass that record. Worse, records of other
+again on every call: the member could never pass that batch. Worse, records of other
 partitions that the failing call had already taken are lost to the caller while their
 positions moved past them.
 
 So after such a failure every fetchable partition is put back where it stood before the
 call (one past its last fetched record, else its commit, else its earliest offset), then
-the partitions are fetched one at a time, one record per call. The call that raises is
-at the unreadable record: its offset is the partition's position. That offset is stepped
-past and handed to the batch as a placeholder record (no key, an empty value), which the
-batch dead-letters as `unreadable_record` naming topic, partition and offset: the
-original stays in the topic for as long as its retention keeps it, to be read with a
-client that accepts it. Only this rare path pays the one-at-a-time fetches.
+the partitions are fetched one at a time, one record per call. The call that raises stops
+at the batch the client cannot read, at the partition's position: from there the
+consumer's `read_raw` reads that batch itself (`stream.adapters.raw_records`), and its
+records join the others, processed like any record. Only this rare path pays the
+one-at-a-time fetches. Should the raw read fail (the broker unavailable), the partition
+stays where it is and the next fetch finds the batch again.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from __future__ import annotations
 import logging
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.engine.offsets import OffsetTracker
 from stream.engine.ports import Consumer
 
-__all__ = ["UNREADABLE_REASON", "Unreadable", "fetch_past_unreadable"]
+__all__ = ["fetch_past_unreadable"]
 
 log = logging.getLogger(__name__)
 
-UNREADABLE_REASON = "unreadable_record"
 STEP_WAIT_MS = 500
 """After the rewind a partition's records must be fetched again: a local round trip. A
 partition that yields nothing within this is left to the next regular fetch."""
@@ -38,67 +38,62 @@ partition that yields nothing within this is left to the next regular fetch."""
 Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
-Unreadable = dict[tuple[str, int, int], str]
-"""Why each placeholder's record could not be read, by (topic, partition, offset)."""
-
-
-def _placeholder(tp: TopicPartition, offset: int) -> ConsumerRecord[bytes, bytes]:
-    """Stands for an unreadable record in the batch, so its offset is tracked and settled
-    in order with the records around it."""
-    return ConsumerRecord(
-        topic=tp.topic,
-        partition=tp.partition,
-        offset=offset,
-        timestamp=-1,
-        timestamp_type=0,
-        key=None,
-        value=b"",
-        checksum=None,
-        serialized_key_size=-1,
-        serialized_value_size=0,
-        headers=(),
-    )
-
-
-async def fetch_past_unreadable(
-    consumer: Consumer, tracker: OffsetTracker, room: int
-) -> tuple[Fetched, Unreadable]:
-    """After `getmany` raised UnicodeDecodeError: up to `room` records of the fetchable
-    partitions, in offset order per partition, with a placeholder for each record the
-    client cannot read, and why."""
-    unreadable: Unreadable = {}
-    fetchable = sorted(consumer.assignment() - consumer.paused())
+async def fetch_past_unreadable(consumer: Consumer, tracker: OffsetTracker, room: int) -> Fetched:
+    """After `getmany` raised UnicodeDecodeError: up to about `room` records of the
+    fetchable partitions, in offset order per partition, those of unreadable batches
+    read by `Consumer.read_raw`."""
+    fetchable = [  # a partition without a fetch response cannot have been read from
+        tp for tp in sorted(consumer.assignment() - consumer.paused())
+        if consumer.highwater(tp) is not None
+    ]
     starts = await _rewind(consumer, tracker, fetchable)
     fetched: Fetched = {}
     for tp in fetchable:
-        end = consumer.highwater(tp)
-        if end is not None and starts.get(tp, 0) >= end:
+        if starts.get(tp, 0) >= (consumer.highwater(tp) or 0):
             continue  # nothing there to fetch
         while room > 0:
             try:
                 got = await consumer.getmany(tp, timeout_ms=STEP_WAIT_MS, max_records=1)
             except UnicodeDecodeError as exc:
-                offset = await consumer.position(tp)
-                consumer.seek(tp, offset + 1)
-                fetched.setdefault(tp, []).append(_placeholder(tp, offset))
-                unreadable[tp.topic, tp.partition, offset] = (
-                    f"the Kafka client cannot read record {tp.topic}-{tp.partition}@{offset} "
-                    f"({exc}); it is still in the topic"
-                )
-                room -= 1
-                log.error(  # noqa: TRY400 - the record is the news, not our stack
-                    "record %s-%d@%d cannot be read by the Kafka client (%s); "
-                    "dead-lettering it by its offset",
-                    tp.topic, tp.partition, offset, exc,
-                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
-                )
+                raw, after = await _read_raw(consumer, tp, exc)
+                if after is None:
+                    break
+                if len(raw) > room:
+                    raw, after = raw[:room], raw[room].offset
+                consumer.seek(tp, after)
+                fetched.setdefault(tp, []).extend(raw)
+                room -= len(raw)
                 continue
             records = got.get(tp)
             if not records:
                 break
             fetched.setdefault(tp, []).extend(records)
             room -= len(records)
-    return fetched, unreadable
+    return fetched
+
+
+async def _read_raw(
+    consumer: Consumer, tp: TopicPartition, cause: UnicodeDecodeError
+) -> tuple[list[ConsumerRecord[bytes, bytes]], int | None]:
+    """The rest of the batch the client failed on and the offset after it; None for that
+    offset when the batch cannot be read now."""
+    offset = await consumer.position(tp)
+    try:
+        records, after = await consumer.read_raw(tp, offset)
+    except KafkaError as exc:
+        log.warning(
+            "cannot read the batch at %s-%d@%d past a header key that is not UTF-8 (%s); "
+            "trying again at the next fetch",
+            tp.topic, tp.partition, offset, exc,
+        )
+        return [], None
+    log.warning(
+        "the Kafka client cannot decode a header key at %s-%d@%d (%s); read %d records "
+        "of that batch directly",
+        tp.topic, tp.partition, offset, cause.reason, len(records),
+        extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+    )
+    return records, after
 
 
 async def _rewind(

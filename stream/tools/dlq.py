@@ -69,7 +69,6 @@ PROG = "stream dlq"
 
 NEVER_SUCCEED = frozenset(
     {
-        "unreadable_record",
         "invalid_json",
         "invalid_utf8",
         "oversize",
