@@ -251,7 +251,8 @@ class RawKey(str):
         return b"\\xff\\xfeid"
 
 async def main(bootstrap, topic, good, bad):
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50,
+                                compression_type="lz4")
     await producer.start()
     try:
         futures = []
