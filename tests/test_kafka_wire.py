@@ -16,10 +16,12 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.protocol.fetch import FetchRequest
 from java_producer import JavaProducer, send_line
 from pipeline_support import eventually, produce, read_topic, running, settings_for, sms_value
 from prometheus_client import REGISTRY
 
+from stream.adapters.raw_records import GroupConsumer
 from stream.config import Settings
 from stream.engine.failures import (
     ERROR_CLASS,
@@ -125,6 +127,31 @@ async def test_our_own_copies_are_compressed_with_the_setting(
         )
         await settled_at_log_end(kafka_admin, settings)
     assert {r.value for r in dead} == {b"{not json"}
+    assert await batch_codecs(settings, settings.dlq_topic) == {3}  # lz4
+
+
+async def batch_codecs(settings: Settings, topic: str) -> set[int]:
+    """The compression codec ids of the record batches of `topic` (read raw: aiokafka
+    does not say how a batch it hands over was compressed)."""
+    consumer = GroupConsumer(isolation_level="read_uncommitted",
+                             bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    codecs: set[int] = set()
+    try:
+        client = consumer._client
+        await client.force_metadata_update()
+        for partition in client.cluster.partitions_for_topic(topic):
+            node = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+            response = await client.send(
+                node, FetchRequest(0, 1, 1 << 20, 0, [(topic, [(partition, 0, 1 << 20)])])
+            )
+            data, pos = response.topics[0][1][0][-1] or b"", 0
+            while pos + 61 <= len(data):
+                codecs.add(int.from_bytes(data[pos + 21 : pos + 23], "big") & 0x07)
+                pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "big")
+    finally:
+        await consumer.stop()
+    return codecs
 
 
 async def test_aborted_transactions_are_never_stored_and_markers_are_committed_past(
