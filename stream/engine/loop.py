@@ -291,7 +291,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
     async def _skip_gaps(self, tps: Iterable[TopicPartition]) -> None:
         """Let partitions with nothing unsettled commit up to the client's position, which
         passes transaction markers and aborted records without returning them."""
-        states = {tp: self._tracker.partition(tp) for tp in tps}
+        assigned = self._consumer.assignment()  # a revocation may come after it changed
+        states = {tp: self._tracker.partition(tp) for tp in tps if tp in assigned}
         idle = [  # fetched from (so its position is known) with nothing unsettled
             tp for tp, state in states.items()
             if state.unsettled == 0 and self._consumer.highwater(tp) is not None
