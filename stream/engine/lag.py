@@ -41,8 +41,8 @@ STUCK_TRANSACTION_S = 300.0
 """Exactly-once producers keep a transaction open for one commit interval (Kafka Streams:
 100 ms; Flink: one checkpoint, often a minute or more); five minutes without the last
 stable offset moving is past any healthy one, and the broker's transaction timeout."""
-OFFSETS_TIMEOUT_S = 5.0
-"""Asking the broker for a partition's bounds is only for the gauges."""
+OFFSETS_TIMEOUT_S = 1.0
+"""Asking the broker for a partition's bounds is only for the gauges: never hold the loop long."""
 EARLIEST_REFRESH_S = 60.0
 """The earliest offset moves only with retention: ask again once a minute, not on every
 refresh of every partition that has no commit (retry partitions often have none)."""
