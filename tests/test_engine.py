@@ -163,7 +163,7 @@ async def test_retry_partition_waits_exactly_until_not_before() -> None:
         )
         e.consumer.append(RETRY_1, sms(1), headers=failure.to_headers())
         await eventually(lambda: RETRY_1 in e.consumer.paused(), what="retry partition paused")
-        assert e.consumer.next_offset(RETRY_1) == 0
+        assert e.consumer.position(RETRY_1) == 0
         e.clock.advance(4.99)
         await asyncio.sleep(0.05)
         assert e.stored() == set()
@@ -310,7 +310,7 @@ async def test_too_much_in_flight_pauses_fetching_until_it_settles() -> None:
             e.consumer.append(MAIN, sms(n))
         await eventually(lambda: MAIN in e.consumer.paused(), what="paused by backpressure")
         await asyncio.sleep(0.05)
-        assert e.consumer.next_offset(MAIN) == 10
+        assert e.consumer.position(MAIN) == 10
         e.sink.open.set()
         await e.settled()
         assert len(e.stored()) == 30
@@ -419,7 +419,7 @@ async def test_adaptive_batch_gathers_while_a_write_is_under_way() -> None:
         await eventually(lambda: e.loop.in_flight == 1, what="the first batch in flight")
         for n in range(1, 10):
             e.consumer.append(MAIN, sms(n))
-        await eventually(lambda: e.consumer.next_offset(MAIN) == 10, what="the rest fetched")
+        await eventually(lambda: e.consumer.position(MAIN) == 10, what="the rest fetched")
         await asyncio.sleep(0.05)
         assert e.sink.writes == 0
         e.sink.open.set()

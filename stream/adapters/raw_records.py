@@ -102,11 +102,17 @@ def _bytes(body: bytearray, pos: int) -> tuple[bytes | None, int]:
 
 
 class GroupConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
-    """`AIOKafkaConsumer` with `read_raw` (the module docstring says why)."""
+    """`AIOKafkaConsumer` with `read_raw` (the module docstring says why) and
+    `read_position`, the engine's port (`stream.engine.ports.Consumer`)."""
 
     def __init__(self, *, isolation_level: str, **options: Any) -> None:
         super().__init__(isolation_level=isolation_level, **options)
         self._raw_isolation = _ISOLATION[isolation_level]
+
+    async def read_position(self, partition: TopicPartition) -> int:
+        """The offset the client reads next (the engine's name for `position`)."""
+        position: int = await self.position(partition)
+        return position
 
     async def read_raw(
         self, partition: TopicPartition, offset: int

@@ -143,8 +143,7 @@ class FakeConsumer:
     def fail_commits(self, times: int) -> None:
         self._commit_failures = times
 
-    def next_offset(self, tp: TopicPartition) -> int:
-        """The position, without awaiting: for the test's own checks."""
+    def position(self, tp: TopicPartition) -> int:
         return self._position[tp]
 
     def skip(self, tp: TopicPartition, count: int) -> None:
@@ -182,7 +181,7 @@ class FakeConsumer:
     def last_stable_offset(self, partition: TopicPartition) -> int | None:
         return self.stable_offsets.get(partition, len(self.logs[partition]))
 
-    async def position(self, partition: TopicPartition) -> int:
+    async def read_position(self, partition: TopicPartition) -> int:
         return self._position[partition]
 
     async def beginning_offsets(

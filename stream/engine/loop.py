@@ -302,7 +302,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         try:
             positions = await asyncio.wait_for(
                 asyncio.gather(
-                    *(self._consumer.position(tp) for tp in idle), return_exceptions=True
+                    *(self._consumer.read_position(tp) for tp in idle), return_exceptions=True
                 ),
                 POSITION_TIMEOUT_S,
             )

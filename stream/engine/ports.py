@@ -93,7 +93,9 @@ keys), which `read_raw` reads instead.
 
     def last_stable_offset(self, partition: TopicPartition) -> int | None: ...
 
-    async def position(self, partition: TopicPartition) -> int: ...
+    async def read_position(self, partition: TopicPartition) -> int:
+        """The offset the client reads next (aiokafka's `position`)."""
+        ...
 
     async def beginning_offsets(
         self, partitions: list[TopicPartition]

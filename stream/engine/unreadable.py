@@ -77,7 +77,7 @@ async def _read_raw(
 ) -> tuple[list[ConsumerRecord[bytes, bytes]], int | None]:
     """The rest of the batch the client failed on and the offset after it; None for that
     offset when the batch cannot be read now."""
-    offset = await consumer.position(tp)
+    offset = await consumer.read_position(tp)
     try:
         records, after = await consumer.read_raw(tp, offset)
     except KafkaError as exc:
