@@ -18,6 +18,7 @@ import pytest
 from stream.processors.httpclient import (
     BadEncoding,
     ConnectFailed,
+    ConnectionLost,
     HttpClient,
     ProtocolFault,
     Timeout,
@@ -232,7 +233,7 @@ async def test_a_reused_connection_closed_before_answering_is_retried_once() -> 
 
 async def test_a_new_connection_closed_before_answering_is_not_retried() -> None:
     async with serving(lambda n, _: None) as (raw, client):
-        with pytest.raises(ProtocolFault):
+        with pytest.raises(ConnectionLost):
             await client.post(b"{}")
     assert len(raw.requests) == 1
 
