@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,16 @@ def test_help_and_markdown_list_every_setting_with_its_default() -> None:
         assert any(line.startswith(f"| `{row.env}` | ") for line in table), row.env
     assert "| `STREAM_DLQ_HALT_WINDOW` | `60s` |" in markdown_table()
     assert "| `STREAM_API_URL` | (empty) |" in markdown_table()
+
+
+def test_client_certificates_need_the_httpx_backend_and_a_file(tmp_path: Path) -> None:
+    pem = tmp_path / "client.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert set(_refused({"STREAM_API_CLIENT_CERT": str(pem)})) == {"STREAM_API_CLIENT_CERT"}
+    assert set(_refused({"STREAM_API_CLIENT_KEY": str(pem)})) == {"STREAM_API_CLIENT_KEY"}
+    missing = _refused({"STREAM_HTTP_CLIENT": "httpx", "STREAM_API_CLIENT_CERT": "/nope.pem"})
+    assert "/nope.pem" in missing["STREAM_API_CLIENT_CERT"]
+    assert _refused({"STREAM_HTTP_CLIENT": "curl"}).keys() == {"STREAM_HTTP_CLIENT"}
+    env = {"STREAM_HTTP_CLIENT": "httpx", "STREAM_API_CLIENT_CERT": str(pem)}
+    settings = Settings.from_env(env)
+    assert (settings.http_client, settings.api_client_cert) == ("httpx", str(pem))

@@ -11,6 +11,7 @@ instead of freezing the server and the test run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import struct
 import threading
@@ -34,6 +35,7 @@ from stream.processors.httpclient import (
     Reply,
     Timeout,
 )
+from stream.processors.httpxclient import HttpxClient
 
 Script = Callable[[asyncio.StreamWriter], Awaitable[None]]
 """What the upstream does once it has read a request: writes, drips, resets or stalls."""
@@ -49,11 +51,12 @@ FROZEN_S = 10.0
 
 
 def _backend(name: str, url: str) -> ApiClient:
-    assert name == "own"
+    if name == "httpx":
+        return HttpxClient(url, {}, timeout_s=DEADLINE_S, connect_timeout_s=DEADLINE_S)
     return HttpClient(url, {}, timeout_s=DEADLINE_S, connect_timeout_s=DEADLINE_S)
 
 
-BACKENDS = ["own"]
+BACKENDS = ["own", "httpx"]
 
 
 def _head(status: str = "200 OK", *lines: str) -> bytes:
@@ -108,16 +111,29 @@ async def _stall(writer: asyncio.StreamWriter) -> None:
     await asyncio.sleep(FROZEN_S)
 
 
-def _bomb() -> Script:
+@functools.cache
+def _bomb_body() -> bytes:
     """64 MiB of zeros gzipped to ~64 KiB, packed a MiB at a time (never 64 MiB at once)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    return b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
+
+
+async def _bomb(writer: asyncio.StreamWriter) -> None:
+    body = _bomb_body()
+    writer.write(_head("200 OK", "content-encoding: gzip", f"content-length: {len(body)}"))
+    writer.write(body)
+    await writer.drain()
+
+
+def _every(piece: bytes, every_s: float) -> Script:
+    """`piece` again and again, `every_s` apart, until the client hangs up."""
 
     async def script(writer: asyncio.StreamWriter) -> None:
-        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        zeros = bytes(1 << 20)
-        body = b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
-        writer.write(_head("200 OK", "content-encoding: gzip", f"content-length: {len(body)}"))
-        writer.write(body)
-        await writer.drain()
+        while True:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(every_s)
 
     return script
 
@@ -151,7 +167,7 @@ CASES: dict[str, Case] = {
         ),
         ProtocolFault,
     ),
-    "1xx-flood": Case(_endless(b"", _head("100 Continue")), ProtocolFault, httpx=Timeout),
+    "1xx-flood": Case(_every(_head("100 Continue"), 0.001), ProtocolFault, httpx=Timeout),
     "header-flood": Case(
         _writes(_head("200 OK", *[f"x-{n}: y" for n in range(150)], "content-length: 0")),
         ProtocolFault,
@@ -165,7 +181,7 @@ CASES: dict[str, Case] = {
         _endless(_head("200 OK", "content-length: 104857600"), b"x" * 65536), ProtocolFault
     ),
     "inflation-bomb": Case(
-        _bomb(),
+        _bomb,
         ProtocolFault,
     ),
     "unknown-encoding": Case(
@@ -197,12 +213,14 @@ class _Upstream:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.connections = 0
+        self.heads: list[bytes] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
                 length = next(
                     int(line.split(b":")[1])
                     for line in head.split(b"\r\n")
@@ -306,6 +324,7 @@ async def _run(backend: str, script: Script, calls: int = 1) -> tuple[list[Obser
 async def test_a_hostile_answer_ends_the_call_alone(backend: str, name: str) -> None:
     case = CASES[name]
     expected = case.httpx if backend == "httpx" and case.httpx is not None else case.expected
+    _bomb_body()  # packed once, before any call's deadline runs
     (observed,), _ = await _run(backend, case.script)
     if isinstance(expected, bytes):
         assert isinstance(observed.outcome, Reply), observed.outcome
@@ -340,3 +359,28 @@ async def test_a_good_answer_after_a_hostile_one_on_the_same_server(backend: str
     assert isinstance(observed[1].outcome, Reply)
     assert observed[1].outcome.body == b"ok"
     assert connections == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_good_answer_is_read_whole_and_its_connection_reused(backend: str) -> None:
+    """The contract's good path, both backends: gzip decoded, headers by lower-case name,
+    `User-Agent` and `Idempotency-Key` sent, one connection for consecutive calls."""
+    packed = zlib.compress(b'{"ok":true}')
+    answer = _head("200 OK", "Content-Encoding: deflate", f"content-length: {len(packed)}")
+
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(answer + packed)
+        await writer.drain()
+
+    async with upstream(script) as (raw, url):
+        client = _backend(backend, url)
+        try:
+            replies = [await client.post(b'{"id":"1"}', idempotency_key='"1/1"') for _ in range(3)]
+        finally:
+            await client.aclose()
+    assert [(r.status, r.body) for r in replies] == [(200, b'{"ok":true}')] * 3
+    assert replies[0].headers["content-encoding"] == "deflate"
+    assert raw.connections == 1
+    head = raw.heads[0].lower()
+    assert b"user-agent: stream/" in head
+    assert b'idempotency-key: "1/1"' in head

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+from pipeline_support import eventually
 
+from stream.processors import httpclient
 from stream.processors.httpclient import (
     BadEncoding,
     ConnectFailed,
@@ -297,3 +299,17 @@ async def test_refused_connection_is_connect_failed() -> None:
 def test_only_http_urls_are_taken() -> None:
     with pytest.raises(ValueError, match="http"):
         HttpClient("ftp://x/", {}, timeout_s=1.0, connect_timeout_s=1.0)
+
+
+async def test_idle_connections_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(httpclient, "KEEPALIVE_EXPIRY_S", 0.05)
+    async with serving(lambda n, _: _ok()) as (raw, client):
+        await client.post(b"{}")
+        assert client.open_connections == 1
+
+        async def all_closed() -> bool:  # by the sweep, with no call to notice
+            return client.open_connections == 0
+
+        await eventually(all_closed, within=5.0, what="idle connection closed")
+        await client.post(b"{}")
+    assert raw.connections == 2

@@ -64,6 +64,7 @@ from stream.processors.httpclient import (
     Reply,
     Timeout,
 )
+from stream.processors.httpxclient import HttpxClient
 from stream.processors.lifecycle import Lifecycle
 from stream.processors.limiter import AdaptiveLimiter, Permit, Quota
 from stream.sms.models import Outcome, Sms
@@ -243,12 +244,23 @@ class HttpProcessor(Lifecycle):
         headers = {"content-type": "application/json"}
         if settings.api_token:
             headers["authorization"] = f"Bearer {settings.api_token}"
-        self._client: ApiClient = HttpClient(
-            settings.api_url,
-            headers,
-            timeout_s=settings.api_timeout_s,
-            connect_timeout_s=CONNECT_TIMEOUT_S,
-        )
+        self._client: ApiClient
+        if settings.http_client == "httpx":
+            self._client = HttpxClient(
+                settings.api_url,
+                headers,
+                timeout_s=settings.api_timeout_s,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+                client_cert=settings.api_client_cert,
+                client_key=settings.api_client_key,
+            )
+        else:
+            self._client = HttpClient(
+                settings.api_url,
+                headers,
+                timeout_s=settings.api_timeout_s,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+            )
 
     @property
     def limiter(self) -> AdaptiveLimiter:

@@ -23,6 +23,7 @@ callback reaches the event loop's exception handler.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import ssl
 import zlib
@@ -32,8 +33,6 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import h11
-
-from stream import __version__
 
 __all__ = [
     "HAPPY_EYEBALLS_DELAY_S",
@@ -80,7 +79,7 @@ the inflater stops at the cap instead of allocating what the body asks for."""
 HAPPY_EYEBALLS_DELAY_S = 0.25
 """RFC 8305's delay before trying the next address: a broken IPv6 route costs this, not
 the whole connect timeout."""
-USER_AGENT = f"stream/{__version__}"
+USER_AGENT = f"stream/{importlib.metadata.version('stream')}"
 """Sent with every call: WAF rules refuse requests without one (a 403, read as a bad token)."""
 
 
@@ -367,7 +366,12 @@ class HttpClient:
             self._host, self._port, tls, authority, target = parse_url(url)
         except InvalidUrl as exc:
             self._url_fault, self._host, self._port, tls, authority, target = (
-                exc, "", 0, False, "", "/"
+                exc,
+                "",
+                0,
+                False,
+                "",
+                "/",
             )
         self._tls = ssl.create_default_context() if tls else None
         self._target = target.encode("ascii", "replace")
