@@ -1,5 +1,9 @@
 """A small HTTP/1.1 client for the parse API: one origin, keep-alive connections, POST only.
 
+Frozen, bench-only: the hand-written client that stream/processors/httpclient.py (h11-based)
+replaced, kept unchanged as `http-cost`'s baseline. Never used to serve: its parser has the
+defects tests/test_http_hostile.py covers.
+
 Why our own: the limiter paces calls to the millisecond, and every microsecond of CPU
 between its grant and the socket write is jitter a strict rate limiter sees. httpx cost
 1.8 ms of CPU per call here (1.2 ms of it in httpcore, h11 and anyio), aiohttp 0.3 ms; this
