@@ -306,6 +306,9 @@ class _Connection(asyncio.Protocol):
             raise ProtocolFault("too many 1xx answers")
         if reading.header_lines > MAX_HEADERS:
             raise ProtocolFault("too many header lines")
+        # h11 caps only a head still arriving; one that came whole in a read is measured here.
+        if sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
+            raise ProtocolFault("response head over the size limit")
         if isinstance(event, h11.InformationalResponse):
             return
         headers = _headers(event.headers)
