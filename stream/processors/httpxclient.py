@@ -14,6 +14,7 @@ httpcore (under httpx) skips any number of 1xx heads: a flood of them ends at th
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Mapping
 
@@ -37,6 +38,9 @@ from stream.processors.httpclient import (
 )
 
 __all__ = ["HttpxClient"]
+
+# httpx logs every request at INFO: a line per SMS, and the CPU to format it.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _joined(headers: httpx.Headers) -> dict[str, str]:
