@@ -229,8 +229,11 @@ async def test_a_reused_connection_closed_before_answering_is_retried_once() -> 
     answers = {1: _ok(b"first"), 2: None, 3: _ok(b"third")}  # None: close, answer nothing
     async with serving(lambda n, _: answers[n]) as (raw, client):
         assert (await client.post(b"{}")).body == b"first"
-        assert (await client.post(b"{}")).body == b"third"  # the race: sent again, once
+        replayed = await client.post(b"{}", idempotency_key='"sms-1/2"')
+        assert replayed.body == b"third"  # the race: sent again, once
     assert (raw.connections, len(raw.requests)) == (2, 3)
+    # The replay tells the API it is the same attempt: the same Idempotency-Key.
+    assert all(b'idempotency-key: "sms-1/2"\r\n' in request for request in raw.requests[1:])
 
 
 async def test_a_new_connection_closed_before_answering_is_not_retried() -> None:
