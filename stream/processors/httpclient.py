@@ -366,16 +366,11 @@ class HttpClient:
     ) -> None:
         self._url_fault: InvalidUrl | None = None
         try:
-            self._host, self._port, tls, authority, target = parse_url(url)
-        except InvalidUrl as exc:
-            self._url_fault, self._host, self._port, tls, authority, target = (
-                exc,
-                "",
-                0,
-                False,
-                "",
-                "/",
-            )
+            host, port, tls, authority, target = parse_url(url)
+        except InvalidUrl as exc:  # raised by every call: a halt naming STREAM_API_URL
+            self._url_fault = exc
+            host, port, tls, authority, target = "", 0, False, "", "/"
+        self._host, self._port = host, port
         self._tls = ssl.create_default_context() if tls else None
         self._target = target.encode("ascii", "replace")
         fields = {"host": authority, "user-agent": USER_AGENT} | dict(headers)
