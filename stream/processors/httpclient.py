@@ -344,7 +344,11 @@ class _Connection(asyncio.Protocol):
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._reading, self._received = _Reading(waiter), False
         try:
-            self.transport.write(b"".join([self.h11.send(event) or b"" for event in request]))
+            try:
+                wire = b"".join([self.h11.send(event) or b"" for event in request])
+            except h11.LocalProtocolError as exc:  # a connection h11 sees out of step
+                raise ProtocolFault(f"cannot send on this connection: {exc}") from None
+            self.transport.write(wire)
             return await waiter
         except BaseException:
             self._abort()
