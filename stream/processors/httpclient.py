@@ -337,24 +337,53 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def exchange(self, request: list[h11.Event]) -> Reply:
-        """Send `request` (h11 serialises it), wait for the whole answer; the caller's
-        deadline bounds the wait, and any failure aborts the connection."""
+    async def exchange(self, request: _Request, deadline: float) -> Reply:
+        """Send `request`, wait for the whole answer until `deadline` (the loop's clock);
+        any failure aborts the connection. h11 is told the request's framing (what it
+        serialises of it is the same framing we send, so it is not sent twice)."""
         assert self.transport is not None
-        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Reply] = loop.create_future()
         self._reading, self._received = _Reading(waiter), False
+        timer = loop.call_at(deadline, _expire, waiter)
         try:
             try:
-                wire = b"".join([self.h11.send(event) or b"" for event in request])
+                parser = self.h11
+                parser.send(request.framing)
+                parser.send_with_data_passthrough(request.data)
+                parser.send(_END)
             except h11.LocalProtocolError as exc:  # a connection h11 sees out of step
                 raise ProtocolFault(f"cannot send on this connection: {exc}") from None
-            self.transport.write(wire)
+            self.transport.write(request.wire)
             return await waiter
         except BaseException:
             self._abort()
             raise
         finally:
+            timer.cancel()
             self._reading = None
+
+
+def _expire(waiter: asyncio.Future[Reply]) -> None:
+    if not waiter.done():
+        waiter.set_exception(Timeout("no answer within the timeout"))
+
+
+_END = h11.EndOfMessage()
+"""Events are immutable: one end-of-message serves every request."""
+MAX_FRAMINGS = 4096
+"""Request framings kept, one per body length: SMS bodies span a few hundred lengths."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One POST: its framing as h11 events (method, target, Host, Content-Length and the
+    body, which is what h11's state machine needs to read the answer right), and the bytes
+    on the wire: the head prebuilt once per client, plus the length, the key and the body."""
+
+    framing: h11.Request
+    data: h11.Data
+    wire: bytes
 
 
 class HttpClient:
@@ -378,7 +407,18 @@ class HttpClient:
         self._tls = ssl.create_default_context() if tls else None
         self._target = target.encode("ascii", "replace")
         fields = {"host": authority, "user-agent": USER_AGENT} | dict(headers)
-        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
+        self._host_field = (b"host", authority.encode("latin-1"))
+        encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
+        if self._url_fault is None:
+            try:  # h11 validates the static head once; each call adds only digits and a key
+                h11.Request(method=b"POST", target=self._target, headers=encoded)
+            except h11.LocalProtocolError as exc:
+                self._url_fault = InvalidUrl(f"the request cannot be sent: {exc}")
+        self._prefix = b"POST %s HTTP/1.1\r\n%s" % (
+            self._target,
+            b"".join(b"%s: %s\r\n" % field for field in encoded),
+        )
+        self._framings: dict[int, h11.Request] = {}
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
@@ -395,34 +435,34 @@ class HttpClient:
         usable answer came. `idempotency_key` is sent as `Idempotency-Key`."""
         if self._url_fault is not None:
             raise self._url_fault
-        fields = [*self._headers, (b"content-length", b"%d" % len(body))]
+        length = len(body)
+        framing = self._framings.get(length)
+        if framing is None:
+            framing = h11.Request(
+                method=b"POST",
+                target=self._target,
+                headers=[self._host_field, (b"content-length", b"%d" % length)],
+            )
+            if len(self._framings) < MAX_FRAMINGS:
+                self._framings[length] = framing
+        key = b""
         if idempotency_key is not None:
-            fields.append((b"idempotency-key", idempotency_key.encode("latin-1")))
+            if not (idempotency_key.isascii() and idempotency_key.isprintable()):
+                raise ProtocolFault("an Idempotency-Key must be printable ASCII")
+            key = b"idempotency-key: %s\r\n" % idempotency_key.encode("ascii")
+        wire = b"%s%scontent-length: %d\r\n\r\n%s" % (self._prefix, key, length, body)
+        request = _Request(framing, h11.Data(data=body), wire)
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        connection, reused = await self._take(deadline)
         try:
-            request: list[h11.Event] = [
-                h11.Request(method=b"POST", target=self._target, headers=fields),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ]
-        except h11.LocalProtocolError as exc:
-            raise InvalidUrl(f"the request cannot be sent: {exc}") from None
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await self._exchange(request)
-        except TimeoutError:
-            raise Timeout("no answer within the timeout") from None
-
-    async def _exchange(self, request: list[h11.Event]) -> Reply:
-        connection, reused = await self._take()
-        try:
-            reply = await connection.exchange(request)
+            reply = await connection.exchange(request, deadline)
         except _Lost as exc:
             self._open.discard(connection)
             if not reused or exc.answered_any:
                 raise
-            connection, _ = await self._take(fresh=True)  # the keep-alive race: once more
+            connection, _ = await self._take(deadline, fresh=True)  # the keep-alive race
             try:
-                reply = await connection.exchange(request)
+                reply = await connection.exchange(request, deadline)
             except BaseException:
                 self._open.discard(connection)
                 raise
@@ -443,7 +483,7 @@ class HttpClient:
         self._open.clear()
         self._idle.clear()
 
-    async def _take(self, *, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _take(self, deadline: float, *, fresh: bool = False) -> tuple[_Connection, bool]:
         if self._closed:
             raise ConnectFailed("client closed")
         now = asyncio.get_running_loop().time()
@@ -452,12 +492,12 @@ class HttpClient:
             if connection.reusable and now - connection.idle_since < KEEPALIVE_EXPIRY_S:
                 return connection, True
             self._close(connection)
-        return await self._connect(), False
+        return await self._connect(deadline), False
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._connect_timeout_s)):
                 _, connection = await loop.create_connection(
                     _Connection,
                     self._host,
