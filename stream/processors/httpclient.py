@@ -7,7 +7,11 @@ answers, though, is where hostile and buggy upstreams hurt (chunk sizes, lengths
 floods, smuggling): that is left to h11, a sans-IO parser maintained with public security
 advisories, and on top of it we enforce hard limits on everything an answer can carry
 (each a constant below). Our code keeps the asyncio Protocol, the keep-alive pool, one
-total deadline per call, and a streaming, capped gzip/deflate inflater.
+total deadline per call, a streaming, capped gzip/deflate inflater, and the request bytes:
+a head prebuilt (and validated by h11) once per client, with only the length, the key and
+the body added per call. h11 is told each request's framing (method, target, Host,
+Content-Length, body), all it needs to read the answer; building each request through h11
+cost ~25 µs more per call.
 
 What it does: POST to one origin over TCP or TLS (the system's CA store), happy eyeballs,
 keep-alive connections closed after KEEPALIVE_EXPIRY_S idle, a reused connection that the
