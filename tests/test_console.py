@@ -25,14 +25,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from conftest import REPO_ROOT, NewTopicFactory, UniqueName
 from pipeline_support import env_for, eventually, produce, running, settings_for, sms_value
 
-from stream.adapters.status import (
-    STATUS_TOPIC_CONFIGS,
-    MemberView,
-    StatusReporter,
-    ensure_status_topic,
-    read_statuses,
-    status_topic,
-)
+from stream.adapters.status import MemberView, StatusReporter, read_statuses
+from stream.adapters.topics import STATUS_TOPIC_CONFIGS, ensure_status_topic, status_topic
 from stream.config import Settings
 from stream.devkit.stack import StackEndpoints
 from stream.devkit.stack.process import free_port

@@ -29,27 +29,24 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client.metrics import MetricWrapperBase
 
 from stream.adapters.kafka import client_options
-from stream.adapters.topics import MAX_REPLICATION
+from stream.adapters.topics import ensure_status_topic, status_topic
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.observability import metrics
 
 __all__ = [
     "STALE_INTERVALS",
-    "STATUS_TOPIC_CONFIGS",
     "MemberView",
     "StatusFollower",
     "StatusReporter",
     "apply_status",
-    "ensure_status_topic",
     "member_key",
     "read_statuses",
-    "status_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,13 +54,6 @@ log = logging.getLogger(__name__)
 STATUS_SCHEMA = 1
 STALE_INTERVALS = 3
 """A member whose last record is older than three of its intervals is shown as stale."""
-STATUS_TOPIC_CONFIGS = {
-    "cleanup.policy": "compact",
-    "segment.ms": "3600000",
-    "min.compaction.lag.ms": "0",
-}
-"""Compacted (an auto-created topic would not be), with hourly segments so compaction can
-run: the topic holds about one record per member plus the last hour's."""
 PUBLISH_TIMEOUT_S = 5.0
 """A status record not acknowledged by then is dropped; the next interval sends a new one."""
 CLOSE_TIMEOUT_S = 0.5
@@ -71,11 +61,6 @@ CLOSE_TIMEOUT_S = 0.5
 FAILURE_LOG_EVERY_S = 60.0
 READ_WAIT_MS = 200
 READ_STALL_S = 10.0
-_TOPIC_ALREADY_EXISTS = 36
-
-
-def status_topic(topic: str) -> str:
-    return f"{topic}.status"
 
 
 def member_key(settings: Settings) -> str:
@@ -83,24 +68,6 @@ def member_key(settings: Settings) -> str:
     if settings.kafka_group_instance_id:
         return settings.kafka_group_instance_id
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-async def ensure_status_topic(settings: Settings) -> None:
-    """Create `<topic>.status` (one partition, compacted) unless it exists."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        name = status_topic(settings.topic)
-        if name in await admin.list_topics():
-            return
-        brokers = len((await admin.describe_cluster())["brokers"])
-        new = NewTopic(name, 1, min(MAX_REPLICATION, brokers), topic_configs=STATUS_TOPIC_CONFIGS)
-        response = await admin.create_topics([new])
-        for topic, code, *rest in response.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise StreamError(f"cannot create topic {topic}: error {code} {rest}")
-    finally:
-        await admin.close()
 
 
 @dataclass(frozen=True)

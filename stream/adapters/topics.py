@@ -1,4 +1,5 @@
-"""The topic reconciler: the one place that creates and checks the topics a member uses.
+"""The topic reconciler: the one place that creates and checks the topics a member uses
+(and the status topic the members report to, created when the first report is sent).
 
 The main topic, its retry ladder (`<topic>.retry.<n>`) and its DLQ are read from the
 broker at start-up and again every `STREAM_METADATA_REFRESH`. Each time:
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError
 
-from stream.adapters.kafka import start_admin
+from stream.adapters.kafka import client_options, start_admin
 from stream.config import Settings
 from stream.engine.halt import Halted
 from stream.errors import StreamError, SystemicError
@@ -37,9 +38,12 @@ from stream.errors import StreamError, SystemicError
 __all__ = [
     "DEFAULT_PARTITIONS",
     "MISSING_TOPIC_REASON",
+    "STATUS_TOPIC_CONFIGS",
     "TopicReconciler",
     "Topology",
+    "ensure_status_topic",
     "ensure_topics",
+    "status_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,43 @@ FAILURE_LOG_EVERY_S = 300.0
 """A broker away fails every check; say so every few minutes, not every interval."""
 
 _TOPIC_ALREADY_EXISTS = 36
+
+
+STATUS_TOPIC_CONFIGS = {
+    "cleanup.policy": "compact",
+    "segment.ms": "3600000",
+    "min.compaction.lag.ms": "0",
+}
+"""Compacted (an auto-created topic would not be), with hourly segments so compaction can
+run: the topic holds about one record per member plus the last hour's."""
+
+
+
+def status_topic(topic: str) -> str:
+    """Where members report their state: matches neither `<topic>.retry.<n>` nor the DLQ."""
+    return f"{topic}.status"
+
+
+async def ensure_status_topic(settings: Settings) -> None:
+    """Create `<topic>.status` (one partition, compacted) unless it exists.
+
+    Called by the status reporter before its first record, not by the reconciler's start-up
+    checks: a member must process SMS even where it may not create the status topic. One
+    plain connection attempt, since the reporter tries again at its next interval."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        name = status_topic(settings.topic)
+        if name in await admin.list_topics():
+            return
+        brokers = len((await admin.describe_cluster())["brokers"])
+        new = NewTopic(name, 1, min(MAX_REPLICATION, brokers), topic_configs=STATUS_TOPIC_CONFIGS)
+        response = await admin.create_topics([new])
+        for topic, code, *rest in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise StreamError(f"cannot create topic {topic}: error {code} {rest}")
+    finally:
+        await admin.close()
 
 
 @dataclass(frozen=True)
