@@ -22,6 +22,7 @@ from stream.adapters.mongo import MongoSink
 from stream.errors import PermanentError
 from stream.processors.builtin import BuiltinProcessor
 from stream.sms.codec import MAX_ID_CHARS, decode_sms
+from stream.sms.document import stored_document
 from stream.sms.models import Sms
 
 MAX_BYTES = 65536
@@ -103,22 +104,17 @@ def _decoded(value: bytes) -> Sms | PermanentError:
 
 
 def _document(sms: Sms, parsed: dict[str, Any]) -> dict[str, Any]:
-    """The stored document, shaped as `engine/batch.py` `_document` builds it."""
-    now = datetime.now(sms.received_at.tzinfo)
-    return {
-        **sms.extra,
-        "_id": sms.id,
-        "sender": sms.sender,
-        "body": sms.body,
-        "received_at": sms.received_at,
-        "recipient": sms.recipient,
-        "meta": sms.meta,
-        "parsed": parsed,
-        "processor": "builtin",
-        "processed_at": now,
-        "attempts": 1,
-        "source": {"topic": "sms", "partition": 0, "offset": 0},
-    }
+    """The stored document, as the engine builds it for a first attempt."""
+    return stored_document(
+        sms,
+        parsed,
+        processor="builtin",
+        processed_at=datetime.now(sms.received_at.tzinfo),
+        attempts=1,
+        topic="sms",
+        partition=0,
+        offset=0,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.errors import PermanentError
-from stream.sms.parser import (
+from stream.sms.parser import parse_sms
+from stream.sms.result import (
     CATEGORIES,
     MAX_TEXT_CHARS,
     RESULT_KEYS,
     SCHEMA_VERSION,
-    parse_sms,
     validate_result,
 )
 

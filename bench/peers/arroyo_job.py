@@ -42,7 +42,14 @@ from arroyo.processing.strategies.batching import ValuesBatch
 from arroyo.types import BrokerValue, Commit, Message, Partition, Topic
 from pymongo.collection import Collection
 
-from bench.peers.common import decoded, document, open_collection, parse_args, write_unordered
+from bench.peers.common import (
+    Parsed,
+    decoded,
+    document,
+    open_collection,
+    parse_args,
+    write_unordered,
+)
 
 __all__ = ["main"]
 
@@ -54,7 +61,7 @@ BATCH_WAIT_S = 0.05
 class Pending(NamedTuple):
     """A decoded, parsed record on its way to the batch write, with where it came from."""
 
-    partial: dict[str, Any]
+    parsed: Parsed
     topic: str
     partition: int
     offset: int
@@ -79,7 +86,7 @@ class StoreFactory(ProcessingStrategyFactory[KafkaPayload]):
         now = datetime.now(UTC)
         documents = [
             document(
-                v.payload.partial,
+                v.payload.parsed,
                 "arroyo",
                 now,
                 v.payload.topic,

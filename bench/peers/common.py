@@ -1,8 +1,8 @@
 """What every peer job shares with `stream run`: the decode, the parse, the document, the write.
 
 Imported inside the peers' own venvs, so it needs nothing beyond pymongo, orjson and
-`stream.sms` (no aiokafka, no engine). The document has the fields and `_id` that
-`stream.engine.batch` stores, and the write is the sink's: one unordered `insert_many`
+`stream.sms` (no aiokafka, no engine). The document is `stream.sms.document`'s, the one
+`stream run` stores, and the write is the sink's: one unordered `insert_many`
 with the same write concern, duplicate-key errors meaning "already stored". What the peers
 leave out is what their libraries leave to the user: validation errors are not routed to
 a DLQ (the synthetic backlog has none), and a failed write crashes the job.
@@ -20,10 +20,20 @@ from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from stream.sms.codec import decode_sms
+from stream.sms.document import stored_document
+from stream.sms.models import Sms
 from stream.sms.parser import parse_sms
 from stream.tools.synthetic import DEFAULT_MAX_SMS_BYTES
 
-__all__ = ["JobArgs", "decoded", "document", "open_collection", "parse_args", "write_unordered"]
+__all__ = [
+    "JobArgs",
+    "Parsed",
+    "decoded",
+    "document",
+    "open_collection",
+    "parse_args",
+    "write_unordered",
+]
 
 DUPLICATE_KEY = 11000
 
@@ -46,30 +56,33 @@ def parse_args(argv: Sequence[str]) -> JobArgs:
     return JobArgs(*argv)
 
 
-def decoded(value: bytes | None) -> dict[str, Any]:
-    """Decode and parse one record value: the document without its per-batch fields."""
+class Parsed(NamedTuple):
+    """A decoded SMS and its parse result: the document without its per-batch fields."""
+
+    sms: Sms
+    result: dict[str, Any]
+
+
+def decoded(value: bytes | None) -> Parsed:
+    """Decode and parse one record value."""
     sms = decode_sms(value, DEFAULT_MAX_SMS_BYTES)
-    return {
-        **sms.extra,
-        "_id": sms.id,
-        "sender": sms.sender,
-        "body": sms.body,
-        "received_at": sms.received_at,
-        "recipient": sms.recipient,
-        "meta": sms.meta,
-        "parsed": parse_sms(sms.body, sms.sender),
-    }
+    return Parsed(sms, parse_sms(sms.body, sms.sender))
 
 
 def document(
-    partial: dict[str, Any], processor: str, now: datetime, topic: str, partition: int, offset: int
+    parsed: Parsed, processor: str, now: datetime, topic: str, partition: int, offset: int
 ) -> dict[str, Any]:
-    """`partial` (from `decoded`) completed as `stream run` stores it."""
-    partial["processor"] = processor
-    partial["processed_at"] = now
-    partial["attempts"] = 1
-    partial["source"] = {"topic": topic, "partition": partition, "offset": offset}
-    return partial
+    """The document `stream run` stores for `parsed` (from `decoded`), first attempt."""
+    return stored_document(
+        parsed.sms,
+        parsed.result,
+        processor=processor,
+        processed_at=now,
+        attempts=1,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+    )
 
 
 def open_collection(url: str, db: str, name: str) -> tuple[MongoClient[Any], Collection[Any]]:

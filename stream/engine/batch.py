@@ -38,6 +38,7 @@ from stream.engine.ports import Processor, Publisher, Sink
 from stream.errors import PermanentError, ProcessingError, SystemicError
 from stream.observability import metrics
 from stream.sms.codec import decode_sms
+from stream.sms.document import stored_document
 from stream.sms.models import Sms
 
 __all__ = ["Batch", "BatchHandler"]
@@ -144,28 +145,6 @@ class BatchHandler:
             failure=failure,
         )
 
-    def _document(
-        self, sms: Sms, result: dict[str, Any], origin: Origin, now: datetime
-    ) -> dict[str, Any]:
-        return {
-            **sms.extra,
-            "_id": sms.id,
-            "sender": sms.sender,
-            "body": sms.body,
-            "received_at": sms.received_at,
-            "recipient": sms.recipient,
-            "meta": sms.meta,
-            "parsed": result,
-            "processor": self._processor.name,
-            "processed_at": now,
-            "attempts": origin.previous_attempts + 1,
-            "source": {
-                "topic": origin.topic,
-                "partition": origin.partition,
-                "offset": origin.offset,
-            },
-        }
-
     async def handle(self, batch: Batch) -> None:
         """Settle every record of `batch`; or raise `Halted`, or be cancelled, leaving
         them unsettled for redelivery (the module docstring has the steps)."""
@@ -195,7 +174,11 @@ class BatchHandler:
             if isinstance(result, ProcessingError):
                 deliveries.append(self._failure(record, origin, result))
             else:
-                documents.append(self._document(sms, result, origin, now))
+                documents.append(stored_document(
+                    sms, result, processor=self._processor.name, processed_at=now,
+                    attempts=origin.previous_attempts + 1, topic=origin.topic,
+                    partition=origin.partition, offset=origin.offset,
+                ))
                 stored_from.append((record, origin))
         dead = sum(1 for d in deliveries if d.topic == self._settings.dlq_topic)
         self._check_breaker(len(batch), dead)

@@ -87,7 +87,8 @@ RESERVED_FIELDS = frozenset(
         "source",
     )
 )
-"""Top-level fields of the stored document (`engine/batch.py` `_document`; keep in step)."""
+"""Top-level fields of the stored document (`stream.sms.document`; tests/test_document.py
+holds the two in step)."""
 
 _UNSTORABLE_KEY_CHARS = re.compile(r"^\$|[%.\x00-\x1f\x7f]")
 """Escaped in keys: a leading `$` and `.` (MongoDB), NUL (BSON), control characters (FerretDB
