@@ -41,6 +41,8 @@ BATCH_MODES = ("adaptive", "fixed")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
 
 TOPIC_NAME_MAX = 249
 """Kafka refuses longer topic names; checked on the derived retry and DLQ names too."""
@@ -339,6 +341,20 @@ class Settings:
         "how often topics are re-read: added partitions and retry levels are consumed, and "
         "missing retry/DLQ topics recreated, within this",
         _duration(1.0, 300.0),
+    )
+    kafka_isolation_level: str = _setting(
+        "STREAM_KAFKA_ISOLATION_LEVEL",
+        "read_committed",
+        "`read_committed`: records of aborted or still-open transactions are never read; "
+        "`read_uncommitted`: every record is, aborted ones included",
+        _choice(ISOLATION_LEVELS),
+    )
+    kafka_compression: str = _setting(
+        "STREAM_KAFKA_COMPRESSION",
+        "zstd",
+        "codec of the records we produce (retry/DLQ copies, `stream produce`): "
+        "none, gzip, snappy, lz4 or zstd; every codec is read whatever this is",
+        _choice(COMPRESSIONS),
     )
     max_sms_bytes: int = _setting(
         "STREAM_MAX_SMS_BYTES",

@@ -8,6 +8,7 @@ import pytest
 
 from stream.engine.failures import (
     NOT_BEFORE,
+    VALUE_NULL,
     VALUE_OMITTED,
     Delivery,
     Failure,
@@ -108,3 +109,24 @@ def test_a_replayed_record_climbs_again_while_its_attempts_go_on() -> None:
     origin = Origin("sms", 0, 0, previous_attempts=4, replayed_from="dlq:0:1")
     where = route(TransientError("503"), origin, 0, DELAYS, NOW)
     assert (where.retry_level, where.attempt) == (1, 5)
+
+
+def test_null_header_values_are_carried_and_a_null_stream_header_reads_as_absent() -> None:
+    failure = Failure(Origin("sms", 0, 1), 1, "http_503", "busy", NOW)
+    headers = [*failure.to_headers(), ("stream.attempt", None), ("trace", None)]
+    assert header([("stream.attempt", None)], "stream.attempt") is None
+    assert Failure.from_headers([("stream.attempt", None), ("stream.original.topic", None)]) is None
+    assert origin_of("sms", 0, 5, [("stream.attempt", None)]) == Origin("sms", 0, 5)
+    copy = Delivery.failed(topic="sms.dlq", key=b"k", value=b"v", original_headers=headers,
+                           failure=failure)
+    assert ("trace", None) in copy.headers
+    assert copy.size() > 0
+
+
+def test_a_record_without_key_and_value_is_copied_with_an_empty_value_said_in_a_header() -> None:
+    failure = Failure(Origin("sms", 0, 1), 1, "empty", "no value", NOW)
+    copy = Delivery.failed(topic="sms.dlq", key=None, value=None, original_headers=None,
+                           failure=failure)
+    assert (copy.key, copy.value, header(copy.headers, VALUE_NULL)) == (None, b"", "true")
+    smaller = copy.without_value(keep_foreign_headers=False)
+    assert header(smaller.headers, VALUE_NULL) == "true"

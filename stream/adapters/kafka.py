@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.adapters.kafka_security import security_options
 from stream.adapters.kafka_security import start as start_client
+from stream.adapters.raw_records import GroupConsumer
 from stream.config import Settings
 
 __all__ = [
     "client_options",
+    "compression_type",
     "new_consumer",
     "new_producer",
     "start_admin",
@@ -38,7 +40,12 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.kafka_bootstrap, **security_options(settings)}
 
 
-def new_consumer(settings: Settings, client_id: str = "stream") -> AIOKafkaConsumer:
+def compression_type(settings: Settings) -> str | None:
+    """aiokafka's spelling of STREAM_KAFKA_COMPRESSION (None: uncompressed)."""
+    return None if settings.kafka_compression == "none" else settings.kafka_compression
+
+
+def new_consumer(settings: Settings, client_id: str = "stream") -> GroupConsumer:
     """A group member with manual commits: offsets move only when work is settled.
 
     `client_id` is what the group lists for this member (`stream status` matches on it).
@@ -47,7 +54,7 @@ def new_consumer(settings: Settings, client_id: str = "stream") -> AIOKafkaConsu
     member gone for good holds its partitions until the session times out). Metadata is
     refreshed every STREAM_METADATA_REFRESH, so a leader sees added partitions within it.
     """
-    return AIOKafkaConsumer(
+    return GroupConsumer(
         **client_options(settings),
         client_id=client_id,
         group_id=settings.group_id,
@@ -55,6 +62,7 @@ def new_consumer(settings: Settings, client_id: str = "stream") -> AIOKafkaConsu
         metadata_max_age_ms=int(settings.metadata_refresh_s * 1000),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=settings.kafka_isolation_level,
         max_poll_records=settings.batch_max,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
@@ -71,6 +79,7 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        compression_type=compression_type(settings),
     )
 
 

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from stream.engine.failures import Delivery
 from stream.engine.halt import Halted
 
-__all__ = ["Router"]
+__all__ = ["Router", "send_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,26 @@ BACKOFF_MAX_S = 5.0
 cluster every few seconds."""
 LOG_EVERY_S = 30.0
 """An outage fails every attempt; say so twice a minute, not on every retry."""
+
+
+async def send_delivery(producer: AIOKafkaProducer, delivery: Delivery) -> asyncio.Future[object]:
+    """Send one record; the future resolves once it is acknowledged.
+
+    A record with neither key nor value is legal in Kafka but refused by aiokafka's
+    `send`; it goes as a batch of its own (to the first partition: with no key there is
+    no partition it belongs to)."""
+    if delivery.key is not None or delivery.value is not None:
+        future: asyncio.Future[object] = await producer.send(
+            delivery.topic, value=delivery.value, key=delivery.key, headers=delivery.headers
+        )
+        return future
+    batch = producer.create_batch()
+    batch.append(timestamp=None, key=None, value=None, headers=delivery.headers)
+    partitions = await producer.partitions_for(delivery.topic)
+    sent: asyncio.Future[object] = await producer.send_batch(
+        batch, delivery.topic, partition=min(partitions)
+    )
+    return sent
 
 
 def _smaller(delivery: Delivery) -> Delivery | None:
@@ -62,10 +82,7 @@ class Router:
         self._logged_at = -LOG_EVERY_S
 
     async def _send(self, delivery: Delivery) -> asyncio.Future[object]:
-        future: asyncio.Future[object] = await self._producer.send(
-            delivery.topic, value=delivery.value, key=delivery.key, headers=delivery.headers
-        )
-        return future
+        return await send_delivery(self._producer, delivery)
 
     async def publish(self, deliveries: Sequence[Delivery]) -> None:
         """Send all, wait for all acks, send again what failed; raises `Halted` when one of

@@ -90,6 +90,12 @@ class FakeConsumer:
         self._arrived = asyncio.Event()
         self._commit_failures = 0
         self.commit_hang = False
+        self._gaps: defaultdict[TopicPartition, set[int]] = defaultdict(set)
+        self.undecodable: set[tuple[TopicPartition, int]] = set()
+        """Records `getmany` fails on as aiokafka does on a header key that is not UTF-8:
+        UnicodeDecodeError, after moving the positions of the partitions taken before."""
+        self.stable_offsets: dict[TopicPartition, int] = {}
+        """Last stable offsets the test set (an open transaction); else the log end."""
 
     # ----------------------------------------------------------------- test controls
 
@@ -142,6 +148,13 @@ class FakeConsumer:
     def position(self, tp: TopicPartition) -> int:
         return self._position[tp]
 
+    def skip(self, tp: TopicPartition, count: int) -> None:
+        """Offsets that hold no record for a reader (transaction markers, aborted
+        records): they move the log end, and a position that reaches them passes them."""
+        self._gaps[tp].update(range(len(self.logs[tp]), len(self.logs[tp]) + count))
+        self.logs[tp].extend([None] * count)
+        self._arrived.set()
+
     # ----------------------------------------------------------------- the consumer API
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None:
@@ -167,34 +180,66 @@ class FakeConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return len(self.logs[partition])
 
+    def last_stable_offset(self, partition: TopicPartition) -> int | None:
+        return self.stable_offsets.get(partition, len(self.logs[partition]))
+
+    async def read_position(self, partition: TopicPartition) -> int:
+        return self._position[partition]
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs[tp]) for tp in partitions}
+
+    async def read_raw(
+        self, partition: TopicPartition, offset: int
+    ) -> tuple[list[ConsumerRecord[bytes, bytes]], int]:
+        """The whole rest of the log is one batch here, undecodable records included."""
+        log = self.logs[partition]
+        gaps = self._gaps[partition]
+        return [r for n, r in enumerate(log) if n >= offset and n not in gaps], len(log)
+
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        """Records after each position of the fetchable partitions; waits (real time, at
-        most `timeout_ms`) for an append or a resume when there are none."""
-        fetched = self._take(max_records)
+        """Records after each position of the fetchable partitions (of `partitions`, when
+        given); waits (real time, at most `timeout_ms`) for an append or a resume when
+        there are none."""
+        fetched = self._take(max_records, partitions)
         if not fetched and timeout_ms > 0:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), timeout_ms / 1000)
             except TimeoutError:
                 return {}
-            fetched = self._take(max_records)
+            fetched = self._take(max_records, partitions)
         return fetched
 
     def _take(
-        self, max_records: int | None
+        self, max_records: int | None, only: tuple[TopicPartition, ...] = ()
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         room = max_records if max_records is not None else 1 << 30
         fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         for tp in sorted(self._assignment - self._paused):
+            if only and tp not in only:
+                continue
             if room <= 0:
                 break
-            start = self._position[tp]
-            records = self.logs[tp][start : start + room]
+            end = self._position[tp]
+            log = self.logs[tp]
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            while end < len(log) and len(records) < room:
+                if (tp, end) in self.undecodable:
+                    raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+                if end not in self._gaps[tp]:
+                    records.append(log[end])
+                end += 1
+            self._position[tp] = end
             if records:
                 fetched[tp] = records
-                self._position[tp] = start + len(records)
                 room -= len(records)
         return fetched
 

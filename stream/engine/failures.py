@@ -14,6 +14,12 @@ headers:
     stream.replayed-from                           `dlq:<partition>:<offset>`, after a replay
     stream.value-omitted                           the original value's size, when the copy
                                                    had to drop it to fit the producer's limit
+    stream.value-null                              `true` when the original had neither key
+                                                   nor value (a producer may write that; a
+                                                   copy needs one, so it gets an empty value)
+
+Every Kafka-legal header is carried: a header value may be null (it stays null in the copy,
+and a `stream.*` one reads as absent).
 
 `route` is a pure function: error, origin, level, delays, now -> retry level or DLQ.
 """
@@ -37,6 +43,7 @@ __all__ = [
     "ORIGINAL_TOPIC",
     "OUR_HEADER_PREFIX",
     "REPLAYED_FROM",
+    "VALUE_NULL",
     "VALUE_OMITTED",
     "Delivery",
     "Failure",
@@ -60,22 +67,23 @@ FIRST_FAILED_AT = "stream.first-failed-at"
 NOT_BEFORE = "stream.not-before"
 REPLAYED_FROM = "stream.replayed-from"
 VALUE_OMITTED = "stream.value-omitted"
+VALUE_NULL = "stream.value-null"
 
 MAX_ERROR_MESSAGE_CHARS = 512
 """Headers ride with every record; a stack-trace-sized message would bloat the topic."""
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
 
 
 def header(headers: Headers | None, name: str) -> str | None:
-    """The value of one header, decoded, or None."""
+    """The value of one header, decoded; None when absent or null."""
     for key, value in headers or ():
-        if key == name:
+        if key == name and value is not None:
             return value.decode("utf-8", "replace")
     return None
 
 
-def foreign_headers(headers: Headers | None) -> list[tuple[str, bytes]]:
+def foreign_headers(headers: Headers | None) -> list[tuple[str, bytes | None]]:
     """The headers the original producer set (everything not `stream.*`), in order."""
     return [(k, v) for k, v in headers or () if not k.startswith(OUR_HEADER_PREFIX)]
 
@@ -104,9 +112,9 @@ class Failure:
     not_before: datetime | None = None
     value_omitted: int | None = None
 
-    def to_headers(self) -> list[tuple[str, bytes]]:
+    def to_headers(self) -> list[tuple[str, bytes | None]]:
         origin = self.origin
-        headers = [
+        headers: list[tuple[str, bytes | None]] = [
             (ORIGINAL_TOPIC, origin.topic.encode()),
             (ORIGINAL_PARTITION, str(origin.partition).encode()),
             (ORIGINAL_OFFSET, str(origin.offset).encode()),
@@ -130,7 +138,7 @@ class Failure:
         values = {
             k: v.decode("utf-8", "replace")
             for k, v in headers or ()
-            if k.startswith(OUR_HEADER_PREFIX)
+            if k.startswith(OUR_HEADER_PREFIX) and v is not None
         }
         try:
             origin = Origin(
@@ -217,7 +225,7 @@ class Delivery:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
     @classmethod
     def failed(
@@ -229,15 +237,20 @@ class Delivery:
         original_headers: Headers | None,
         failure: Failure,
     ) -> Delivery:
-        """The copy of a failed record: its own headers first, then the failure's."""
-        return cls(topic, key, value, [*foreign_headers(original_headers), *failure.to_headers()])
+        """The copy of a failed record: its own headers first, then the failure's. A record
+        with neither key nor value is copied with an empty value and `stream.value-null`
+        (a record needs one of them), which a replay turns back into the null."""
+        headers = [*foreign_headers(original_headers), *failure.to_headers()]
+        if key is None and value is None:
+            return cls(topic, key, b"", [*headers, (VALUE_NULL, b"true")])
+        return cls(topic, key, value, headers)
 
     def size(self) -> int:
         """Bytes the producer counts for this record, near enough to compare with its limit."""
         return (
             len(self.key or b"")
             + len(self.value or b"")
-            + sum(len(k) + len(v) for k, v in self.headers)
+            + sum(len(k) + len(v or b"") for k, v in self.headers)
         )
 
     def without_value(self, *, keep_foreign_headers: bool = True) -> Delivery:
@@ -248,9 +261,10 @@ class Delivery:
         failure = Failure.from_headers(self.headers)
         kept = foreign_headers(self.headers) if keep_foreign_headers else []
         omitted = len(self.value) if self.value else None
+        was_null = [(VALUE_NULL, b"true")] if header(self.headers, VALUE_NULL) else []
         if failure is None:
             note = [] if omitted is None else [(VALUE_OMITTED, str(omitted).encode())]
-            return Delivery(self.topic, self.key, b"", [*kept, *note])
+            return Delivery(self.topic, self.key, b"", [*kept, *note, *was_null])
         if omitted is not None:
             failure = replace(failure, value_omitted=omitted)
-        return Delivery(self.topic, self.key, b"", [*kept, *failure.to_headers()])
+        return Delivery(self.topic, self.key, b"", [*kept, *failure.to_headers(), *was_null])

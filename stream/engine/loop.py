@@ -9,7 +9,10 @@ The loop only orchestrates. Per iteration:
    seek back to the record, resume when due): the main topic never waits for them;
 4. start the batch as a task (batches overlap, so a slow record does not stall the next);
 5. commit, per partition, one past the end of the settled prefix (bounded in time; a
-   failed commit is retried with later offsets on the next iteration).
+   failed commit is retried with later offsets on the next iteration). Offsets that hold
+   no record (transaction markers, aborted transactions) are committed past once the
+   client's position passed them and nothing before them is unsettled, so the committed
+   offset reaches the log end.
 A batch that raises `Halted` halts consumption: the other batches get `drain_timeout` to
 settle, settled offsets are committed, every partition is paused and rewound to its first
 unsettled record; the processor's probe, every `halt_probe_interval`, ends a halt it can.
@@ -38,8 +41,10 @@ from stream.engine.batch import Batch, BatchHandler
 from stream.engine.clock import Clock
 from stream.engine.failures import Failure
 from stream.engine.halt import Halted
+from stream.engine.lag import LagMonitor
 from stream.engine.offsets import OffsetTracker
 from stream.engine.ports import Consumer
+from stream.engine.unreadable import fetch_past_unreadable
 from stream.errors import SystemicError
 from stream.observability import metrics
 from stream.observability.logs import partitions_field
@@ -65,6 +70,9 @@ PROBE_TIMEOUT_S = 30.0
 """A probe is one API call bounded by the client's own timeouts; this bounds a stuck one."""
 COMMIT_FAILURE_LOG_EVERY_S = 30.0
 """While the coordinator is away every iteration fails to commit; say so twice a minute."""
+POSITION_TIMEOUT_S = 1.0
+"""Positions are local once a partition has been fetched from (only those are asked);
+this bounds the call should one be reset meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._clock = clock
         self._probe = probe
         self._tracker = OffsetTracker()
+        self._lag = LagMonitor(consumer, clock)
         self._retry_topics = frozenset(settings.retry_topics)
         self._wanted_retry: tuple[str, ...] | None = None
         self._rebalancing = False
@@ -168,7 +177,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         if batch:
             self._start(batch)
         await self._commit()
-        self._observe()
+        await self._observe()
 
     def _apply_pauses(self) -> None:
         now = self._clock.time()
@@ -208,7 +217,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             elif adaptive and batch:
                 remaining = 0.0
             wait_ms = int(remaining * 1000)
-            fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            except UnicodeDecodeError:  # a batch the client cannot read: see unreadable.py
+                fetched = await fetch_past_unreadable(self._consumer, self._tracker, room)
             for tp, records in fetched.items():
                 room -= len(records)
                 if tp.topic in self._retry_topics:
@@ -288,17 +300,42 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         metrics.LAST_COMMIT_TIME.set(self._clock.time())
         return True
 
-    def _observe(self) -> None:
+    async def _observe(self) -> None:
+        """Gauges; once a second also commit past offsets that hold no record."""
         metrics.IN_FLIGHT.set(self._in_flight)
         now = self._clock.monotonic()
         if now - self._lag_refreshed < LAG_REFRESH_S:
             return
         self._lag_refreshed = now
         metrics.PAUSED_PARTITIONS.set(len(self._consumer.paused()))
-        for tp in self._consumer.assignment():
-            end, committed = self._consumer.highwater(tp), self._tracker.committed(tp)
-            if end is not None and committed is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(end - committed)
+        assigned = self._consumer.assignment()
+        await self._skip_gaps(assigned)
+        await self._commit()
+        await self._lag.refresh(assigned, self._tracker)
+
+    async def _skip_gaps(self, tps: Iterable[TopicPartition]) -> None:
+        """Let partitions with nothing unsettled commit up to the client's position, which
+        passes transaction markers and aborted records without returning them."""
+        assigned = self._consumer.assignment()  # a revocation may come after it changed
+        states = {tp: self._tracker.partition(tp) for tp in tps if tp in assigned}
+        idle = [  # fetched from (so its position is known) with nothing unsettled
+            tp for tp, state in states.items()
+            if state.unsettled == 0 and self._consumer.highwater(tp) is not None
+        ]
+        if not idle:
+            return
+        try:
+            positions = await asyncio.wait_for(
+                asyncio.gather(
+                    *(self._consumer.read_position(tp) for tp in idle), return_exceptions=True
+                ),
+                POSITION_TIMEOUT_S,
+            )
+        except TimeoutError:
+            return
+        for tp, position in zip(idle, positions, strict=True):
+            if isinstance(position, int):
+                states[tp].skip_to(position)
 
     async def _wait(
         self, tasks: list[asyncio.Task[None]], seconds: float
@@ -357,6 +394,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 "drain timed out; unsettled records will be redelivered",
                 extra={"partitions": partitions_field(abandoned)},
             )
+        await self._skip_gaps(assigned)
         committed = await self._commit(timeout_s=FINAL_COMMIT_TIMEOUT_S)
         return committed and not abandoned
 
@@ -366,6 +404,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         if assigned:
             self._consumer.pause(*assigned)
         await self._settle_or_cancel(list(self._batches))
+        await self._skip_gaps(assigned)
         await self._commit()
         self._rewind(assigned)
         now = self._clock.monotonic()
@@ -418,12 +457,12 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
                 extra={"partitions": partitions_field(abandoned & revoked)},
             )
         self._rewind(abandoned - revoked)
+        await self._skip_gaps(revoked - abandoned)
         await self._commit(revoked)
         self._tracker.forget(revoked)
+        self._lag.forget(revoked)
         for tp in revoked:
             self._not_before.pop(tp, None)
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         if revoked:
             log.info("partitions revoked", extra={"partitions": partitions_field(revoked)})
 

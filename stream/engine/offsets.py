@@ -31,10 +31,27 @@ class PartitionOffsets:
     """One past the end of the settled prefix: what a commit would store."""
     committed: int | None = None
     """What the group has committed for this partition, as far as this member knows."""
+    fetched_to: int | None = None
+    """One past the last offset fetched in this assignment: where the client's position
+    stood before its next fetch (None: nothing fetched yet)."""
 
     def track(self, offsets: Iterable[int]) -> None:
         """Record fetched offsets; they must arrive in increasing order."""
-        self._pending.extend(offsets)
+        pending = self._pending
+        before = len(pending)
+        pending.extend(offsets)
+        if len(pending) > before:
+            self.fetched_to = pending[-1] + 1
+
+    def skip_to(self, position: int) -> None:
+        """The client's position passed offsets that hold no record for us (transaction
+        markers, aborted transactions, compacted gaps): with nothing unsettled, every
+        offset below `position` is settled, so a commit may store it."""
+        if self._pending:
+            return
+        known = max((o for o in (self.next_commit, self.committed) if o is not None), default=0)
+        if position > known:
+            self.next_commit = position
 
     def settle(self, offsets: Iterable[int]) -> None:
         """Mark offsets durable; advance `next_commit` over the settled prefix."""
@@ -96,10 +113,13 @@ class OffsetTracker:
         old = self._partitions.get(tp)
         if old is None:
             return None
+        resume_at = old.first_unsettled
         self._partitions[tp] = PartitionOffsets(
-            next_commit=old.next_commit, committed=old.committed
+            next_commit=old.next_commit,
+            committed=old.committed,
+            fetched_to=old.fetched_to if resume_at is None else resume_at,
         )
-        return old.first_unsettled
+        return resume_at
 
     def committed(self, tp: TopicPartition) -> int | None:
         state = self._partitions.get(tp)

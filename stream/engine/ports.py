@@ -77,7 +77,9 @@ class Consumer(Protocol):
     """The part of `aiokafka.AIOKafkaConsumer` the loop uses (a group member, manual commits).
 
     `commit` raises `aiokafka.errors.KafkaError` when the broker refuses or cannot be
-    reached; every other call is local or bounded by its own timeout.
+    reached; every other call is local or bounded by its own timeout. `getmany` raises
+    `UnicodeDecodeError` for a batch with a header key that is not UTF-8 (aiokafka decodes
+keys), which `read_raw` reads instead.
     """
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
@@ -93,6 +95,25 @@ class Consumer(Protocol):
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
 
     def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    def last_stable_offset(self, partition: TopicPartition) -> int | None: ...
+
+    async def read_position(self, partition: TopicPartition) -> int:
+        """The offset the client reads next (aiokafka's `position`)."""
+        ...
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def read_raw(
+        self, partition: TopicPartition, offset: int
+    ) -> tuple[list[ConsumerRecord[bytes, bytes]], int]:
+        """The records of the batch holding `offset`, from `offset` on, read without the
+        client's record decoder; and the offset after that batch (raises KafkaError)."""
+        ...
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None

@@ -34,6 +34,7 @@ __all__ = [
     "LIMITER_RATE",
     "LIMITER_RATE_SOURCE",
     "MONGO_WRITE",
+    "OPEN_TRANSACTION_OFFSETS",
     "PAUSED_PARTITIONS",
     "PROCESSING_DURATION",
     "PROCESSING_ERRORS",
@@ -126,7 +127,14 @@ LIMITER_PAUSED = Gauge("stream_limiter_paused", "1 while a Retry-After pause hol
 IN_FLIGHT = Gauge("stream_in_flight_sms", "SMS fetched but not yet settled")
 CONSUMER_LAG = Gauge(
     "stream_consumer_lag",
-    "Log end offset minus committed offset, per assigned partition",
+    "High watermark minus committed offset (earliest offset before any commit), "
+    "per assigned partition",
+    ["topic", "partition"],
+)
+OPEN_TRANSACTION_OFFSETS = Gauge(
+    "stream_consumer_open_transaction_offsets",
+    "High watermark minus last stable offset, per assigned partition: offsets held "
+    "behind an open transaction (read_committed)",
     ["topic", "partition"],
 )
 PAUSED_PARTITIONS = Gauge("stream_paused_partitions", "Assigned partitions currently paused")

@@ -46,9 +46,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.adapters.kafka import client_options, new_producer
+from stream.adapters.publisher import send_delivery
 from stream.adapters.kafka_security import start as start_client
 from stream.config import Settings
-from stream.engine.failures import Delivery, Failure, foreign_headers
+from stream.engine.failures import VALUE_NULL, Delivery, Failure, foreign_headers, header
 from stream.errors import StreamError
 from stream.observability.logs import mask
 from stream.tools.common import EXIT_OK, run_tool
@@ -203,7 +204,9 @@ def describe(record: ConsumerRecord, *, raw: bool = False) -> dict[str, object]:
     if raw:
         described["key"] = None if record.key is None else escape(record.key)
         described["value"] = None if record.value is None else escape(record.value)
-        described["headers"] = [[k, escape(v)] for k, v in foreign_headers(record.headers)]
+        described["headers"] = [
+            [k, None if v is None else escape(v)] for k, v in foreign_headers(record.headers)
+        ]
     return described
 
 
@@ -419,18 +422,20 @@ def _selected(category: Category, reason: str | None, include_replayed: bool) ->
 
 
 def _replay_copy(settings: Settings, record: ConsumerRecord, failure: Failure) -> Delivery:
-    """The record for the main topic: every header kept but not-before, the marker set."""
+    """The record for the main topic: every header kept but not-before, the marker set;
+    a value the copy could not carry as null (`stream.value-null`) null again."""
     marker = f"dlq:{record.partition}:{record.offset}"
     failure = replace(
         failure, not_before=None, origin=replace(failure.origin, replayed_from=marker)
     )
-    return Delivery.failed(
+    copy = Delivery.failed(
         topic=settings.topic,
         key=record.key,
         value=record.value,
         original_headers=record.headers,
         failure=failure,
     )
+    return replace(copy, value=None) if header(record.headers, VALUE_NULL) else copy
 
 
 async def replay_dlq(
@@ -491,10 +496,7 @@ async def replay_dlq(
                 categories.add(category)
                 result.replayed[category] += 1
             if producer is not None and sent:
-                futures = [
-                    await producer.send(d.topic, key=d.key, value=d.value, headers=d.headers)
-                    for d in sent
-                ]
+                futures = [await send_delivery(producer, d) for d in sent]
                 await asyncio.gather(*futures)
                 for category in sorted(categories):
                     await positions.commit(category, tp, records[-1].offset + 1)

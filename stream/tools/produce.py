@@ -22,7 +22,7 @@ from typing import IO
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.adapters.kafka import client_options
+from stream.adapters.kafka import client_options, compression_type
 from stream.adapters.topics import ensure_topics
 from stream.config import Settings
 from stream.errors import StreamError
@@ -108,6 +108,7 @@ async def produce_records(
         enable_idempotence=True,
         linger_ms=LINGER_MS,
         max_batch_size=MAX_BATCH_BYTES,
+        compression_type=compression_type(settings),
     )
     acked = 0
     in_flight: list[asyncio.Future[object]] = []

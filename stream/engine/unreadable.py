@@ -1,0 +1,116 @@
+"""Record batches the Kafka client cannot read: found, read by offset, never skipped.
+
+aiokafka decodes every header key as UTF-8 while `getmany` iterates the fetched batches.
+A key that is not UTF-8 (legal in Kafka: keys are bytes on the wire) raises
+`UnicodeDecodeError` out of `getmany`, naming neither partition nor offset, and raises it
+again on every call: the member could never pass that batch. Worse, records of other
+partitions that the failing call had already taken are lost to the caller while their
+positions moved past them.
+
+So after such a failure every fetchable partition is put back where it stood before the
+call (one past its last fetched record, else its commit, else its earliest offset), then
+the partitions are fetched one at a time, one record per call. The call that raises stops
+at the batch the client cannot read, at the partition's position: from there the
+consumer's `read_raw` reads that batch itself (`stream.adapters.raw_records`), and its
+records join the others, processed like any record. Only this rare path pays the
+one-at-a-time fetches. Should the raw read fail (the broker unavailable), the partition
+stays where it is and the next fetch finds the batch again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream.engine.offsets import OffsetTracker
+from stream.engine.ports import Consumer
+
+__all__ = ["fetch_past_unreadable"]
+
+log = logging.getLogger(__name__)
+
+STEP_WAIT_MS = 500
+"""After the rewind a partition's records must be fetched again: a local round trip. A
+partition that yields nothing within this is left to the next regular fetch."""
+
+Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+async def fetch_past_unreadable(consumer: Consumer, tracker: OffsetTracker, room: int) -> Fetched:
+    """After `getmany` raised UnicodeDecodeError: up to about `room` records of the
+    fetchable partitions, in offset order per partition, those of unreadable batches
+    read by `Consumer.read_raw`."""
+    fetchable = [  # a partition without a fetch response cannot have been read from
+        tp for tp in sorted(consumer.assignment() - consumer.paused())
+        if consumer.highwater(tp) is not None
+    ]
+    starts = await _rewind(consumer, tracker, fetchable)
+    fetched: Fetched = {}
+    for tp in fetchable:
+        if starts.get(tp, 0) >= (consumer.highwater(tp) or 0):
+            continue  # nothing there to fetch
+        while room > 0:
+            try:
+                got = await consumer.getmany(tp, timeout_ms=STEP_WAIT_MS, max_records=1)
+            except UnicodeDecodeError as exc:
+                raw, after = await _read_raw(consumer, tp, exc)
+                if after is None:
+                    break
+                if len(raw) > room:
+                    raw, after = raw[:room], raw[room].offset
+                consumer.seek(tp, after)
+                fetched.setdefault(tp, []).extend(raw)
+                room -= len(raw)
+                continue
+            records = got.get(tp)
+            if not records:
+                break
+            fetched.setdefault(tp, []).extend(records)
+            room -= len(records)
+    return fetched
+
+
+async def _read_raw(
+    consumer: Consumer, tp: TopicPartition, cause: UnicodeDecodeError
+) -> tuple[list[ConsumerRecord[bytes, bytes]], int | None]:
+    """The rest of the batch the client failed on and the offset after it; None for that
+    offset when the batch cannot be read now."""
+    offset = await consumer.read_position(tp)
+    try:
+        records, after = await consumer.read_raw(tp, offset)
+    except KafkaError as exc:
+        log.warning(
+            "cannot read the batch at %s-%d@%d past a header key that is not UTF-8 (%s); "
+            "trying again at the next fetch",
+            tp.topic, tp.partition, offset, exc,
+        )
+        return [], None
+    log.warning(
+        "the Kafka client cannot decode a header key at %s-%d@%d (%s); read %d records "
+        "of that batch directly",
+        tp.topic, tp.partition, offset, cause.reason, len(records),
+        extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+    )
+    return records, after
+
+
+async def _rewind(
+    consumer: Consumer, tracker: OffsetTracker, tps: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Seek each of `tps` to where it stood before the failed call; return those offsets."""
+    starts: dict[TopicPartition, int] = {}
+    unknown: list[TopicPartition] = []
+    for tp in tps:
+        state = tracker.partition(tp)
+        start = state.fetched_to if state.fetched_to is not None else state.committed
+        if start is None:
+            unknown.append(tp)
+        else:
+            starts[tp] = start
+    if unknown:
+        starts |= await consumer.beginning_offsets(unknown)
+    for tp, start in starts.items():
+        consumer.seek(tp, start)
+    return starts
