@@ -14,6 +14,7 @@ checks the ones that constrain each other, and reports every problem at once in 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ T = TypeVar("T")
 PROCESSORS: tuple[Processor, ...] = ("builtin", "http")
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "text")
 BATCH_MODES = ("adaptive", "fixed")
+HttpBackend = Literal["own", "httpx"]
+HTTP_BACKENDS: tuple[HttpBackend, ...] = ("own", "httpx")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -183,6 +186,12 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (true or false)")
 
 
+def _pem_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise ValueError(f"{text!r} is not a readable file")
+    return text
+
+
 def _topic(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
@@ -258,7 +267,30 @@ class Settings:
         secret=True,
     )
     api_timeout_s: float = _setting(
-        "STREAM_API_TIMEOUT_MS", "10000", "read timeout of one API call", _millis(1, 600_000)
+        "STREAM_API_TIMEOUT_MS",
+        "10000",
+        "deadline of one API call: connecting, sending and the whole answer",
+        _millis(1, 600_000),
+    )
+    http_client: HttpBackend = _setting(  # noqa: RUF009 - a Field, built once, like field()
+        "STREAM_HTTP_CLIENT",
+        "own",
+        "`own` (h11-based, least CPU per call) or `httpx` (honours `HTTPS_PROXY`/`NO_PROXY`, "
+        "client certificates)",
+        _choice(HTTP_BACKENDS),
+    )
+    api_client_cert: str = _setting(
+        "STREAM_API_CLIENT_CERT",
+        "",
+        "PEM file of the TLS client certificate (and its key, unless STREAM_API_CLIENT_KEY "
+        "names one); needs STREAM_HTTP_CLIENT=httpx",
+        _optional(_pem_file, ""),
+    )
+    api_client_key: str = _setting(
+        "STREAM_API_CLIENT_KEY",
+        "",
+        "PEM file of the TLS client certificate's private key",
+        _optional(_pem_file, ""),
     )
     batch_max: int = _setting(
         "STREAM_BATCH_MAX", "500", "max records per micro-batch", _integer(1, 100_000)
@@ -545,6 +577,16 @@ class Settings:
             self.processor != "http" or bool(self.api_url),
             ("STREAM_API_URL", "STREAM_PROCESSOR"),
             "an http(s):// URL is required with the http processor",
+        )
+        check(
+            not self.api_client_cert or self.http_client == "httpx",
+            ("STREAM_API_CLIENT_CERT", "STREAM_HTTP_CLIENT"),
+            "client certificates need STREAM_HTTP_CLIENT=httpx",
+        )
+        check(
+            not self.api_client_key or bool(self.api_client_cert),
+            ("STREAM_API_CLIENT_KEY", "STREAM_API_CLIENT_CERT"),
+            "a key without STREAM_API_CLIENT_CERT",
         )
         check(
             not self.kafka_security_protocol.startswith("SASL_") or bool(self.kafka_sasl_mechanism),

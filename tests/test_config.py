@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,16 @@ def test_group_instance_id_must_be_a_kafka_identifier() -> None:
     with pytest.raises(InvalidSettings) as refused:
         Settings.from_env({"STREAM_KAFKA_GROUP_INSTANCE_ID": "pod 0"})
     assert [e.setting for e in refused.value.errors] == ["STREAM_KAFKA_GROUP_INSTANCE_ID"]
+
+
+def test_client_certificates_need_the_httpx_backend_and_a_file(tmp_path: Path) -> None:
+    pem = tmp_path / "client.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert set(_refused({"STREAM_API_CLIENT_CERT": str(pem)})) == {"STREAM_API_CLIENT_CERT"}
+    assert set(_refused({"STREAM_API_CLIENT_KEY": str(pem)})) == {"STREAM_API_CLIENT_KEY"}
+    missing = _refused({"STREAM_HTTP_CLIENT": "httpx", "STREAM_API_CLIENT_CERT": "/nope.pem"})
+    assert "/nope.pem" in missing["STREAM_API_CLIENT_CERT"]
+    assert _refused({"STREAM_HTTP_CLIENT": "curl"}).keys() == {"STREAM_HTTP_CLIENT"}
+    env = {"STREAM_HTTP_CLIENT": "httpx", "STREAM_API_CLIENT_CERT": str(pem)}
+    settings = Settings.from_env(env)
+    assert (settings.http_client, settings.api_client_cert) == ("httpx", str(pem))

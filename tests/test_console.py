@@ -194,7 +194,8 @@ async def test_status_and_console_show_the_group_as_it_is(
             async def settled() -> dict[str, Any] | None:
                 code, view = await status_json(settings)
                 done = view["lag"]["main"] == 0 and view["dlq"]["depth"] == 2
-                reported = set(view["dlq"]["by_reason"]) == {"invalid_json", "missing_field"}
+                # Member A runs in this process: its counters also hold other tests' records.
+                reported = {"invalid_json", "missing_field"} <= set(view["dlq"]["by_reason"])
                 return view if done and reported and code == 0 else None
 
             view = await eventually(settled, within=60, what="all records settled")

@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+from pipeline_support import eventually
 
+from stream.processors import httpclient
 from stream.processors.httpclient import (
     BadEncoding,
     ConnectFailed,
+    ConnectionLost,
     HttpClient,
     ProtocolFault,
     Timeout,
@@ -226,13 +229,16 @@ async def test_a_reused_connection_closed_before_answering_is_retried_once() -> 
     answers = {1: _ok(b"first"), 2: None, 3: _ok(b"third")}  # None: close, answer nothing
     async with serving(lambda n, _: answers[n]) as (raw, client):
         assert (await client.post(b"{}")).body == b"first"
-        assert (await client.post(b"{}")).body == b"third"  # the race: sent again, once
+        replayed = await client.post(b"{}", idempotency_key='"sms-1/2"')
+        assert replayed.body == b"third"  # the race: sent again, once
     assert (raw.connections, len(raw.requests)) == (2, 3)
+    # The replay tells the API it is the same attempt: the same Idempotency-Key.
+    assert all(b'idempotency-key: "sms-1/2"\r\n' in request for request in raw.requests[1:])
 
 
 async def test_a_new_connection_closed_before_answering_is_not_retried() -> None:
     async with serving(lambda n, _: None) as (raw, client):
-        with pytest.raises(ProtocolFault):
+        with pytest.raises(ConnectionLost):
             await client.post(b"{}")
     assert len(raw.requests) == 1
 
@@ -296,3 +302,17 @@ async def test_refused_connection_is_connect_failed() -> None:
 def test_only_http_urls_are_taken() -> None:
     with pytest.raises(ValueError, match="http"):
         HttpClient("ftp://x/", {}, timeout_s=1.0, connect_timeout_s=1.0)
+
+
+async def test_idle_connections_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(httpclient, "KEEPALIVE_EXPIRY_S", 0.05)
+    async with serving(lambda n, _: _ok()) as (raw, client):
+        await client.post(b"{}")
+        assert client.open_connections == 1
+
+        async def all_closed() -> bool:  # by the sweep, with no call to notice
+            return client.open_connections == 0
+
+        await eventually(all_closed, within=5.0, what="idle connection closed")
+        await client.post(b"{}")
+    assert raw.connections == 2

@@ -145,7 +145,10 @@ async def test_pipelined_requests_are_answered_in_order(server: HttpServer) -> N
     reader, writer = await _open(server)
     try:
         writer.write(
-            b"".join(b"POST /echo HTTP/1.1\r\ncontent-length: 1\r\n\r\n%d" % n for n in range(10))
+            b"".join(
+                b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\n%d" % n
+                for n in range(10)
+            )
         )
         bodies = [orjson.loads((await _read_response(reader))[2])["body"] for _ in range(10)]
         assert bodies == [str(n) for n in range(10)]
@@ -155,7 +158,7 @@ async def test_pipelined_requests_are_answered_in_order(server: HttpServer) -> N
 
 async def test_connection_close_and_http10_end_the_connection(server: HttpServer) -> None:
     for request in (
-        b"GET /hello HTTP/1.1\r\nconnection: close\r\n\r\n",
+        b"GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
         b"GET /hello HTTP/1.0\r\n\r\n",
     ):
         reader, writer = await _open(server)
@@ -179,14 +182,19 @@ async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (b"POST /echo HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
-        (b"POST /echo HTTP/1.1\r\ncontent-length: nope\r\n\r\n", 400),
-        (b"POST /echo HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab", 400),
+        (
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            411,
+        ),
+        (b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: nope\r\n\r\n", 400),
+        (b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", 400),
+        (b"GET /hello HTTP/1.1\r\n\r\n", 400),
         (b"garbage\r\n\r\n", 400),
         (b"GET /hello HTTP/2.0\r\n\r\n", 505),
-        (b"GET /hello HTTP/1.1\r\nx-big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+        (b"GET /hello HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
     ],
-    ids=["chunked", "bad-length", "two-lengths", "garbage", "version", "huge-head"],
+    ids=["chunked", "bad-length", "two-lengths", "no-host", "garbage", "version", "huge-head"],
 )
 async def test_unframeable_requests_are_rejected_and_closed(
     server: HttpServer, request_bytes: bytes, status: int
@@ -223,7 +231,7 @@ async def test_abort_drops_the_connection_without_an_answer(
     "partial",
     [
         b"GET /hel",
-        b"POST /echo HTTP/1.1\r\ncontent-length: 100\r\n\r\nonly-part-of-it",
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nonly-part-of-it",
     ],
     ids=["mid-head", "mid-body"],
 )
@@ -241,7 +249,7 @@ async def test_client_leaving_while_the_handler_runs_cancels_it(
     server: HttpServer, client: httpx.AsyncClient, handlers: Handlers
 ) -> None:
     _, writer = await _open(server)
-    writer.write(b"GET /slow HTTP/1.1\r\n\r\n")
+    writer.write(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
     async with asyncio.timeout(WAIT_S):
         await handlers.slow_started.wait()
     await _close(writer)
@@ -273,7 +281,7 @@ async def test_close_cancels_what_outlives_the_grace_period(handlers: Handlers) 
     reader, writer = await _open(server)
     idle_reader, idle_writer = await _open(server)
     try:
-        writer.write(b"GET /slow HTTP/1.1\r\n\r\n")
+        writer.write(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
         async with asyncio.timeout(WAIT_S):
             await handlers.slow_started.wait()
             await server.aclose()
@@ -306,7 +314,7 @@ async def test_idle_connection_is_closed_after_the_idle_timeout(handlers: Handle
     async with HttpServer(handlers.routes(), idle_timeout_s=0.05) as server:
         reader, writer = await _open(server)
         try:
-            writer.write(b"GET /hello HTTP/1.1\r\n\r\n")
+            writer.write(b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n")
             assert (await _read_response(reader))[0] == 200
             async with asyncio.timeout(WAIT_S):
                 assert await reader.read() == b""
@@ -317,7 +325,9 @@ async def test_idle_connection_is_closed_after_the_idle_timeout(handlers: Handle
 async def test_expect_100_continue_is_answered_before_the_body(server: HttpServer) -> None:
     reader, writer = await _open(server)
     try:
-        writer.write(b"POST /echo HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n")
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
+        )
         async with asyncio.timeout(WAIT_S):
             assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"hi")

@@ -24,6 +24,7 @@ from stream.processors.http import (
     MAX_RETRY_AFTER_S,
     PROBE_SMS,
     HttpProcessor,
+    idempotency_key,
     parse_quota,
     parse_retry_after,
 )
@@ -159,7 +160,11 @@ def _http_date(delta_s: float) -> str:
         (Response(200, {}, b"<html>not json"), PermanentError, "invalid_result", "2xx"),
         (json_response(["a", "list"]), PermanentError, "invalid_result", "2xx"),
         (json_response({"category": "other"}), PermanentError, "invalid_result", "2xx"),
-        (Response(302, {"location": "/elsewhere"}), PermanentError, "http_302", "error"),
+        (Response(301, {"location": "/moved"}), SystemicError, "http_301", "error"),
+        (Response(302, {"location": "/elsewhere"}), SystemicError, "http_302", "error"),
+        (Response(307, {"location": "/elsewhere"}), SystemicError, "http_307", "error"),
+        (Response(308, {"location": "/moved"}), SystemicError, "http_308", "error"),
+        (Response(300, {}), PermanentError, "http_300", "error"),
     ],
     ids=[
         "429",
@@ -175,7 +180,11 @@ def _http_date(delta_s: float) -> str:
         "not-json",
         "list",
         "schema",
+        "301",
         "302",
+        "307",
+        "308",
+        "300",
     ],
 )
 async def test_http_classifies_each_answer(
@@ -381,6 +390,61 @@ async def test_an_unknown_host_is_systemic() -> None:
     assert isinstance(outcome, SystemicError)
     assert (outcome.reason, outcome.setting) == ("dns", "STREAM_API_URL")
     assert "does-not-exist" not in str(outcome)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://a..b/v1/parse", "http://" + "x" * 64 + ".example/v1/parse"]
+)
+async def test_a_host_that_cannot_be_encoded_is_systemic(url: str) -> None:
+    async with HttpProcessor(_settings(url)) as processor:
+        (outcome,) = await processor.process_many([_sms(1)])
+    assert isinstance(outcome, SystemicError)
+    assert (outcome.reason, outcome.setting) == ("url", "STREAM_API_URL")
+
+
+async def test_a_malformed_answer_is_a_transient_protocol_fault() -> None:
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-6\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(hostile, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with HttpProcessor(
+            _settings(f"http://127.0.0.1:{port}/v1/parse"), max_attempts=1
+        ) as processor:
+            (outcome,) = await processor.process_many([_sms(1)])
+            drops = processor.limiter.state.drops
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(outcome, TransientError)
+    assert outcome.reason == "api_protocol"
+    assert drops == 0  # the upstream's bug, not its load
+
+
+async def test_each_attempt_carries_its_own_idempotency_key(
+    scripted: tuple[Scripted, str],
+) -> None:
+    script, url = scripted
+    script.queue = [json_response({}, 500), json_response({}, 502)]
+    async with HttpProcessor(_settings(url)) as processor:
+        (outcome,) = await processor.process_many([_sms(7)])
+        await processor.process_many([_sms(8, body="x" * 3)])
+    assert not isinstance(outcome, ProcessingError)
+    keys = [request.headers["idempotency-key"] for request in script.requests]
+    assert keys == ['"sms-7/1"', '"sms-7/2"', '"sms-7/3"', '"sms-8/1"']
+    assert {request.headers["user-agent"] for request in script.requests} == {"stream/0.1.0"}
+
+
+def test_an_idempotency_key_of_an_unusual_id_is_a_digest() -> None:
+    key = idempotency_key('é "quoted"\n', 2)
+    assert key.startswith('"sha256-')
+    assert key.endswith('/2"')
+    assert key.isascii()
+    assert key.isprintable()
 
 
 async def test_probe_reports_a_fault_until_it_clears() -> None:

@@ -32,7 +32,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "peers": (peers.run, "stream run vs Quix Streams, arroyo, the loop, a bare getmany"),
     "batch-sweep": (batch_sweep.run, "STREAM_BATCH_MAX 1..2000: SMS/s and p99 delay"),
     "scaling": (scaling.run, "1, 2, 3 consumers of one group: aggregate SMS/s"),
-    "http-cost": (http_cost.run, "CPU per HTTP-processed SMS vs a bare httpx loop"),
+    "http-cost": (http_cost.run, "CPU per HTTP-processed SMS: baseline, own (h11), httpx clients"),
     "slow-api": (slow_api.run, "http processor vs one call at a time; rate-limited goodput"),
     "latency": (latency.run, "produce-to-stored delay at a fixed rate"),
     "recovery": (recovery.run, "kill -9 one of two consumers under load"),

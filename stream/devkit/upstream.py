@@ -73,6 +73,10 @@ def _same_kind(value: object, kind: type) -> bool:
     return type(value) is kind
 
 
+UPSTREAM_MAX_CONNECTIONS = 10_000
+"""STREAM_LIMIT_MAX's highest value: one connection per call stream run has in flight."""
+
+
 @dataclass(frozen=True)
 class UpstreamBehaviour:
     """How the upstream answers; times in seconds, 0 switches a limit off.
@@ -347,6 +351,10 @@ class ReferenceUpstream:
             host,
             port,
             shutdown_grace_s=SHUTDOWN_GRACE_S,
+            # One client (stream run, STREAM_LIMIT_MAX up to 10,000) holds a connection per
+            # call in flight: the metrics port's caps would refuse a legitimate load here.
+            max_connections=UPSTREAM_MAX_CONNECTIONS,
+            max_connections_per_peer=UPSTREAM_MAX_CONNECTIONS,
         )
         self._concurrency = 0
         self._set_schedule(schedule)

@@ -1,13 +1,19 @@
-"""A minimal asyncio HTTP/1.1 server: the reference upstream and the processor's probes.
+"""A minimal asyncio HTTP/1.1 server: /metrics, /healthz, /readyz, and the reference upstream.
 
-Why not a framework: the runtime dependencies are fixed (no aiohttp), and both users need
-only exact-path routing, Content-Length bodies and keep-alive. What it does:
+Why not a framework: its users need only exact-path routing, small bodies and keep-alive.
+Requests are parsed by h11 (the sans-IO parser under httpx, with public security
+advisories), not by hand: the port is open to the whole cluster. What it does:
 
-- persistent connections (HTTP/1.1 default, HTTP/1.0 with `Connection: keep-alive`),
-  requests on one connection answered in order;
+- persistent HTTP/1.1 connections, requests on one connection answered in order
+  (HTTP/1.0 ones are closed after their answer);
 - bodies framed by Content-Length only: `Transfer-Encoding` gets 411 and the connection is
-  closed, since the body cannot be skipped safely;
-- limits on the request head (431) and the body (413), and an idle/read timeout;
+  closed;
+- limits, so that no client (a slowloris, a connection flood, a huge head) can slow the
+  process or exhaust its file descriptors: the request head (431) and its header lines
+  (431), the body (413), connections in total and per peer (at a cap the oldest idle
+  connection is closed to make room, so the kubelet's probes still get through; with none
+  idle the new one is closed), an idle timeout between requests and a deadline for a whole
+  request once its first byte arrived;
 - a handler whose client disconnects is cancelled, so a slow or never-answering handler
   does not outlive its caller;
 - graceful close: stop accepting, drop idle connections, let requests in progress finish
@@ -28,6 +34,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self
 
+import h11
 import orjson
 
 from stream.errors import PortInUse
@@ -52,6 +59,15 @@ DEFAULT_MAX_HEAD_BYTES = 16 << 10
 # Longer than the clients' 5 s keep-alive expiry (ours, httpx's), so they close idle ones first
 # and never reuse one the server is closing; also bounds a request that trickles in.
 DEFAULT_IDLE_TIMEOUT_S = 30.0
+# A request's head and body must arrive within this from its first byte: a slowloris
+# dripping a byte at a time holds a connection no longer.
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+# Header lines of one request: browsers and probes send ~15.
+DEFAULT_MAX_HEADERS = 100
+# Connections in total: well under a container's descriptor limit (1024 by default).
+DEFAULT_MAX_CONNECTIONS = 256
+# Connections from one address: a scraper, a probe and a console user need a few each.
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 64
 # Time requests in progress get to finish on close before they are cancelled.
 DEFAULT_SHUTDOWN_GRACE_S = 5.0
 # Time a closing connection gets to flush its last answer to a peer that stopped reading.
@@ -109,7 +125,7 @@ def text_response(
 
 
 class _BadRequest(Exception):
-    """The request cannot be framed: answer `status`, then close the connection."""
+    """The request cannot be framed or is over a limit: answer `status`, then close."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -120,10 +136,13 @@ class _BadRequest(Exception):
 @dataclass(slots=True, eq=False)
 class _Connection:
     task: asyncio.Task[None]
+    peer: str
     idle: bool = True
+    idle_since: float = 0.0
 
 
 def _encode(response: Response, keep_alive: bool) -> bytes:
+    """The bytes of an answer h11 can no longer send (its state is ERROR): errors only."""
     status = response.status
     head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
     head.append(f"content-length: {len(response.body)}\r\n")
@@ -134,32 +153,13 @@ def _encode(response: Response, keep_alive: bool) -> bytes:
     return "".join(head).encode("latin-1") + response.body
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, str, dict[str, str]]:
-    """Request line and headers of one request head (without the blank line)."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha():
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(505, f"unsupported version {version[:16]!r}")
+def _request_of(event: h11.Request, body: bytes) -> Request:
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _BadRequest(400, "malformed header line")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    path, _, query = target.partition("?")
-    return method, path, query, version, headers
-
-
-def _wants_keep_alive(version: str, headers: Mapping[str, str]) -> bool:
-    connection = headers.get("connection", "").lower()
-    if version == "HTTP/1.1":
-        return "close" not in connection
-    return "keep-alive" in connection
+    for raw_name, raw_value in event.headers:
+        name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    path, _, query = event.target.decode("latin-1").partition("?")
+    return Request(event.method.decode("ascii"), path, query, headers, body)
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
@@ -192,6 +192,10 @@ class HttpServer:
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
     ) -> None:
         self._routes = dict(routes)
         self._allowed: dict[str, list[str]] = {}
@@ -202,6 +206,10 @@ class HttpServer:
         self._max_body = max_body_bytes
         self._max_head = max_head_bytes
         self._idle_timeout = idle_timeout_s
+        self._request_timeout = request_timeout_s
+        self._max_headers = max_headers
+        self._max_connections = max_connections
+        self._max_per_peer = max_connections_per_peer
         self._grace = shutdown_grace_s
         self._server: asyncio.Server | None = None
         self._port: int | None = None
@@ -270,94 +278,150 @@ class HttpServer:
         task = asyncio.current_task()
         if task is None:  # asyncio.start_server always runs this callback as a task
             raise RuntimeError("connection handler must run in a task")
-        conn = _Connection(task)
+        peername = writer.get_extra_info("peername")
+        conn = _Connection(task, str(peername[0]) if peername else "")
+        admitted = self._admit(conn)
         self._connections.add(conn)
         try:
-            if not self._closing:
+            if admitted and not self._closing:
                 await self._serve_requests(conn, reader, writer)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+        except (ConnectionError, TimeoutError):
             pass  # the client went away or stalled: nothing to answer
         except asyncio.CancelledError:
-            # aclose() cancelled us. End quietly: asyncio's own done-callback for this
-            # task (3.11) calls task.exception(), which raises on a cancelled task.
+            # aclose() or a newer connection at the cap cancelled us. End quietly: asyncio's
+            # own done-callback for this task (3.11) calls task.exception(), which raises on
+            # a cancelled task.
             pass
         finally:
             self._connections.discard(conn)
             await _close_writer(writer)
 
+    def _admit(self, new: _Connection) -> bool:
+        """Room for `new` under both caps, closing the oldest idle connection where one is
+        full; False (the new one is closed) when a full cap has no idle connection."""
+        caps = [(list(self._connections), self._max_connections)]
+        caps.append(([c for c in self._connections if c.peer == new.peer], self._max_per_peer))
+        for holders, cap in caps:
+            if len(holders) < cap:
+                continue
+            idle = [c for c in holders if c.idle and not c.task.done()]
+            if not idle:
+                logger.warning("connection refused: %d connections open", len(holders))
+                return False
+            oldest = min(idle, key=lambda c: c.idle_since)
+            oldest.idle = False  # counted as gone: a second newcomer picks another
+            self._connections.discard(oldest)
+            oldest.task.cancel()
+        return True
+
     async def _serve_requests(
         self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        buffer = bytearray()
+        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
         while True:
-            conn.idle = True
             try:
-                async with asyncio.timeout(self._idle_timeout):
-                    request, keep_alive = await self._read_request(conn, reader, writer, buffer)
+                request = await self._read_request(conn, parser, reader, writer)
             except _BadRequest as bad:
                 error = json_response({"error": bad.reason}, bad.status)
-                writer.write(_encode(error, keep_alive=False))
+                writer.write(self._encoded(parser, error, keep_alive=False))
                 await writer.drain()
                 return
             if request is None:
                 return
-            response = await self._respond(request, reader, buffer)
+            response = await self._respond(request, parser, reader)
             if response is None:
                 return
-            keep_alive = keep_alive and not self._closing
-            writer.write(_encode(response, keep_alive))
+            keep_alive = not self._closing
+            writer.write(self._encoded(parser, response, keep_alive, request.method == "HEAD"))
             await writer.drain()
-            if not keep_alive:
+            if not keep_alive or parser.our_state is not h11.DONE:
                 return
+            try:
+                parser.start_next_cycle()
+            except h11.LocalProtocolError:
+                return  # the client's side is not done (an unread body) or must close
+
+    def _encoded(
+        self, parser: h11.Connection, response: Response, keep_alive: bool, head: bool = False
+    ) -> bytes:
+        """The answer's bytes through h11 (which closes HTTP/1.0 and `Connection: close`
+        exchanges); by hand when h11 is past answering (after the client's framing error)."""
+        headers = [("content-length", str(len(response.body)))]
+        headers += [(name, value) for name, value in response.headers.items()]
+        if not keep_alive:
+            headers.append(("connection", "close"))
+        reason = _REASONS.get(response.status, "Unknown").encode("latin-1")
+        try:
+            wire = parser.send(h11.Response(status_code=response.status, headers=headers,
+                                            reason=reason)) or b""
+            if not head and response.body:
+                wire += parser.send(h11.Data(data=response.body)) or b""
+            return wire + (parser.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            return _encode(response, keep_alive=False)
 
     async def _read_request(
         self,
         conn: _Connection,
+        parser: h11.Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        buffer: bytearray,
-    ) -> tuple[Request | None, bool]:
-        """The next request, or None on a clean EOF between requests."""
-        end = buffer.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buffer) > self._max_head:
-                raise _BadRequest(431, "request head too large")
-            chunk = await reader.read(_READ_CHUNK)
-            if not chunk:
-                if buffer:
-                    raise asyncio.IncompleteReadError(bytes(buffer), None)
-                return None, False
-            conn.idle = False
-            start = max(0, len(buffer) - 3)
-            buffer += chunk
-            end = buffer.find(b"\r\n\r\n", start)
-        conn.idle = False
-        if end > self._max_head:
+    ) -> Request | None:
+        """The next request, or None when the client closed between requests (or mid-way)."""
+        loop = asyncio.get_running_loop()
+        conn.idle, conn.idle_since = True, loop.time()
+        deadline = loop.time() + self._idle_timeout
+        started: h11.Request | None = None
+        body: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                event = parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                if parser.their_state is h11.ERROR and reader.at_eof():
+                    return None  # the client left mid-request: nobody to answer
+                raise _BadRequest(exc.error_status_hint, str(exc) or "malformed request") from None
+            if event is h11.NEED_DATA:
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(_READ_CHUNK)
+                if data and conn.idle:
+                    conn.idle = False
+                    deadline = loop.time() + self._request_timeout
+                parser.receive_data(data)
+            elif isinstance(event, h11.Request):
+                conn.idle = False
+                started = event
+                self._check_head(event)
+                if parser.they_are_waiting_for_100_continue:
+                    writer.write(parser.send(h11.InformationalResponse(
+                        status_code=100, headers=[], reason=b"Continue")) or b"")
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self._max_body:
+                    raise _BadRequest(413, f"body larger than {self._max_body} bytes")
+                body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage) and started is not None:
+                return _request_of(started, b"".join(body))
+            else:  # ConnectionClosed between requests (PAUSED cannot come before the end)
+                return None
+
+    def _check_head(self, event: h11.Request) -> None:
+        if event.http_version not in (b"1.0", b"1.1"):
+            raise _BadRequest(505, f"unsupported version {event.http_version[:8]!r}")
+        if len(event.headers) > self._max_headers:
+            raise _BadRequest(431, f"more than {self._max_headers} header lines")
+        # h11 caps only a head still arriving; one that came whole in a read is measured here.
+        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if size > self._max_head:
             raise _BadRequest(431, "request head too large")
-        method, path, query, version, headers = _parse_head(bytes(buffer[:end]))
-        del buffer[: end + 4]
-        if "transfer-encoding" in headers:
+        lengths = [value for name, value in event.headers if name == b"content-length"]
+        if any(name == b"transfer-encoding" for name, _ in event.headers):
             raise _BadRequest(411, "send the body with Content-Length, not Transfer-Encoding")
-        raw_length = headers.get("content-length", "0")
-        if not (raw_length.isascii() and raw_length.isdigit()):
-            raise _BadRequest(400, "invalid Content-Length")
-        length = int(raw_length)
-        if length > self._max_body:
+        if lengths and int(lengths[0]) > self._max_body:
             raise _BadRequest(413, f"body larger than {self._max_body} bytes")
-        if len(buffer) < length and headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits 1 s for it
-        while len(buffer) < length:
-            chunk = await reader.read(_READ_CHUNK)
-            if not chunk:
-                raise asyncio.IncompleteReadError(bytes(buffer), length)
-            buffer += chunk
-        body = bytes(buffer[:length])
-        del buffer[:length]
-        request = Request(method, path, query, headers, body)
-        return request, _wants_keep_alive(version, headers)
 
     async def _respond(
-        self, request: Request, reader: asyncio.StreamReader, buffer: bytearray
+        self, request: Request, parser: h11.Connection, reader: asyncio.StreamReader
     ) -> Response | None:
         """Run the handler, cancelling it if the client disconnects; None drops the line."""
         handler = self._routes.get((request.method, request.path))
@@ -371,7 +435,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         handler_task = loop.create_task(handler(request))
         # Watch the socket while the handler runs: EOF or a reset means nobody waits for
-        # the answer. Bytes of a pipelined next request are kept for the next read.
+        # the answer. Bytes of a pipelined next request are kept by h11 for the next cycle.
         watch = loop.create_task(reader.read(_READ_CHUNK))
 
         def on_read(done: asyncio.Task[bytes]) -> None:
@@ -379,7 +443,7 @@ class HttpServer:
                 return
             data = None if done.exception() is not None else done.result()
             if data:
-                buffer.extend(data)
+                parser.receive_data(data)
             else:
                 handler_task.cancel()
 

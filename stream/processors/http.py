@@ -15,9 +15,11 @@ How the HTTP processor classifies an API call (and what it tells the limiter):
     500, 501, other 5xx       -> TransientError http_<status>    ignore()
     timeout                   -> TransientError timeout          dropped()
     connection / transport    -> TransientError connect|transport dropped()
+    malformed / over a limit  -> TransientError api_protocol     ignore()
     401, 403                  -> SystemicError http_<status>     ignore()   (STREAM_API_TOKEN)
     404, 405                  -> SystemicError http_<status>     ignore()   (STREAM_API_URL)
-    TLS failure, DNS failure  -> SystemicError tls|dns           ignore()   (STREAM_API_URL)
+    301, 302, 307, 308        -> SystemicError http_<status>     ignore()   (STREAM_API_URL)
+    TLS, DNS, unencodable host-> SystemicError tls|dns|url       ignore()   (STREAM_API_URL)
     other 4xx (and 1xx/3xx)   -> PermanentError http_<status>    ignore()
 
 A 429 and a 503 go to the limiter with their status (a rate refusal or a capacity drop, it
@@ -27,11 +29,16 @@ holds back calls while a Retry-After pause lasts), up to MAX_ATTEMPTS within
 RETRY_BUDGET_S; after that the TransientError goes back to the caller, which routes the SMS
 to a retry topic. A SystemicError is never retried here: every SMS would meet it, so the
 engine halts and calls `probe` now and then until it clears.
+
+Each call carries an `Idempotency-Key` (IETF httpapi draft): the SMS id and the attempt
+number, so a replay of the same attempt (the client's keep-alive race) carries the same key,
+and a retry a new one (a server caching an error answer per key would make it futile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import ssl
@@ -46,23 +53,28 @@ from stream.config import Settings
 from stream.errors import PermanentError, SystemicError, TransientError
 from stream.observability.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
 from stream.processors.httpclient import (
+    ApiClient,
     BadEncoding,
     ConnectFailed,
     HttpClient,
     HttpClientError,
+    InvalidUrl,
+    ProtocolFault,
     Reply,
     Timeout,
 )
+from stream.processors.httpxclient import HttpxClient
 from stream.processors.lifecycle import Lifecycle
 from stream.processors.limiter import AdaptiveLimiter, Permit, parse_quota
 from stream.sms.models import Outcome, Sms
-from stream.sms.parser import validate_result
+from stream.sms.result import validate_result
 
 __all__ = [
     "MAX_ATTEMPTS",
     "MAX_RETRY_AFTER_S",
     "RETRY_BUDGET_S",
     "HttpProcessor",
+    "idempotency_key",
     "parse_quota",
     "parse_retry_after",
 ]
@@ -87,8 +99,13 @@ SYSTEMIC_STATUSES = {
     403: "STREAM_API_TOKEN",
     404: "STREAM_API_URL",
     405: "STREAM_API_URL",
+    301: "STREAM_API_URL",
+    302: "STREAM_API_URL",
+    307: "STREAM_API_URL",
+    308: "STREAM_API_URL",
 }
-"""Answers that every SMS would get until an operator fixes the named setting."""
+"""Answers that every SMS would get until an operator fixes the named setting (a redirect:
+the API moved, and we follow none: the URL must name where it is now)."""
 PROBE_SMS = {
     "id": "stream-probe",
     "sender": "stream",
@@ -98,6 +115,14 @@ PROBE_SMS = {
 """The fixed SMS `probe` sends: cheap to parse, and recognisable in the upstream's logs."""
 CONNECT_TIMEOUT_S = 5.0
 """Connecting is quick or broken; failing fast lets the limiter see the outage."""
+
+
+def idempotency_key(sms_id: str, attempt: int) -> str:
+    """The `Idempotency-Key` of one attempt for one SMS: a structured-field String, the id
+    itself when it is plain printable ASCII, else a digest of it (a header carries no more)."""
+    plain = sms_id.isascii() and sms_id.isprintable() and '"' not in sms_id and "\\" not in sms_id
+    name = sms_id if plain else "sha256-" + hashlib.sha256(sms_id.encode()).hexdigest()[:32]
+    return f'"{name}/{attempt}"'
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -167,12 +192,23 @@ class HttpProcessor(Lifecycle):
         headers = {"content-type": "application/json"}
         if settings.api_token:
             headers["authorization"] = f"Bearer {settings.api_token}"
-        self._client = HttpClient(
-            settings.api_url,
-            headers,
-            timeout_s=settings.api_timeout_s,
-            connect_timeout_s=CONNECT_TIMEOUT_S,
-        )
+        self._client: ApiClient
+        if settings.http_client == "httpx":
+            self._client = HttpxClient(
+                settings.api_url,
+                headers,
+                timeout_s=settings.api_timeout_s,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+                client_cert=settings.api_client_cert,
+                client_key=settings.api_client_key,
+            )
+        else:
+            self._client = HttpClient(
+                settings.api_url,
+                headers,
+                timeout_s=settings.api_timeout_s,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+            )
 
     @property
     def limiter(self) -> AdaptiveLimiter:
@@ -205,24 +241,24 @@ class HttpProcessor(Lifecycle):
         )
         started = self._clock()
         attempt = 1
-        outcome = await self._call(payload, retry=False)
+        outcome = await self._call(payload, retry=False, key=idempotency_key(sms.id, attempt))
         while isinstance(outcome, TransientError) and attempt < self._max_attempts:
             elapsed = self._clock() - started
             if elapsed + (outcome.retry_after or 0.0) >= self._retry_budget_s:
                 break
             attempt += 1
             logger.debug("retrying SMS after %s (attempt %d)", outcome.reason, attempt)
-            outcome = await self._call(payload, retry=True)
+            outcome = await self._call(payload, retry=True, key=idempotency_key(sms.id, attempt))
         PROCESSING_DURATION.observe(self._clock() - started)
         return outcome
 
-    async def _call(self, payload: bytes, *, retry: bool) -> Outcome:
+    async def _call(self, payload: bytes, *, retry: bool, key: str | None = None) -> Outcome:
         """One API call under one permit; the permit reports ignore() if we are cancelled.
         A retry is granted before calls still queued (its batch waits for nothing else)."""
         with await self._limiter.acquire(first=retry) as permit:
             started = time.perf_counter()
             try:
-                reply = await self._client.post(payload)
+                reply = await self._client.post(payload, idempotency_key=key)
             except HttpClientError as exc:
                 return self._failed(exc, permit)
             latency = time.perf_counter() - started
@@ -241,6 +277,16 @@ class HttpProcessor(Lifecycle):
             return TransientError(
                 "parse API: response body could not be decoded (bad Content-Encoding)",
                 reason="bad_encoding",
+            )
+        if isinstance(exc, ProtocolFault):
+            permit.ignore()  # a broken or oversized answer: the upstream's bug, not its load
+            return TransientError(f"parse API: {exc}", reason="api_protocol")
+        if isinstance(exc, InvalidUrl):
+            permit.ignore()
+            return SystemicError(
+                "parse API: the URL's host cannot be used (check STREAM_API_URL)",
+                reason="url",
+                setting="STREAM_API_URL",
             )
         cause = _systemic_cause(exc)
         if cause is not None:

@@ -1,50 +1,90 @@
-"""A small HTTP/1.1 client for the parse API: one origin, keep-alive connections, POST only.
+"""The parse API's HTTP/1.1 client: h11 parses, our asyncio code does the I/O and the pool.
 
-Why our own: the limiter paces calls to the millisecond, and every microsecond of CPU
-between its grant and the socket write is jitter a strict rate limiter sees. httpx cost
-1.8 ms of CPU per call here (1.2 ms of it in httpcore, h11 and anyio), aiohttp 0.3 ms; this
-client, an asyncio Protocol writing prebuilt request bytes, about 0.1 ms. The job is
-narrow enough to do in full: HTTP/1.1 over TCP or TLS (the system's CA store), bodies
-framed by Content-Length, chunked or the connection's end, gzip and deflate decoded, 1xx
-answers skipped. Left out on purpose: redirects (a 3xx is an answer, like httpx by
-default), proxies, cookies, HTTP/2.
+Why this split: the limiter paces calls to the millisecond, and every microsecond of CPU
+between its grant and the socket write is jitter it sees; httpx costs ~1 ms per call
+(httpcore scans its pool on every request, anyio wraps every read). The framing of HTTP
+answers, though, is where hostile and buggy upstreams hurt (chunk sizes, lengths, 1xx
+floods, smuggling): that is left to h11, a sans-IO parser maintained with public security
+advisories, and on top of it we enforce hard limits on everything an answer can carry
+(each a constant below). Our code keeps the asyncio Protocol, the keep-alive pool, one
+total deadline per call, a streaming, capped gzip/deflate inflater, and the request bytes:
+a head prebuilt (and validated by h11) once per client, with only the length, the key and
+the body added per call. h11 is told each request's framing (method, target, Host,
+Content-Length, body), all it needs to read the answer; building each request through h11
+cost ~25 µs more per call.
 
-Connections are opened on demand and kept while idle for at most KEEPALIVE_EXPIRY_S; the
-processor's limiter bounds the calls in flight, and so the connections. A reused
-connection that the server closed before answering is retried once on a new one: that is
-the keep-alive race, not a fault of the upstream.
+What it does: POST to one origin over TCP or TLS (the system's CA store), happy eyeballs,
+keep-alive connections closed after KEEPALIVE_EXPIRY_S idle, a reused connection that the
+server closed before answering sent once more (the keep-alive race; the replay carries the
+same `Idempotency-Key`, so the API can tell it from a new attempt). Left out on purpose:
+redirects (a 3xx is an answer), proxies, client certificates, cookies, HTTP/2; the httpx
+backend (`httpxclient.py`) covers proxies and client certificates.
+
+Every way a call can fail raises an HttpClientError subclass; nothing raised in a protocol
+callback reaches the event loop's exception handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import ssl
-import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
+import h11
+
 __all__ = [
+    "HAPPY_EYEBALLS_DELAY_S",
+    "KEEPALIVE_EXPIRY_S",
+    "MAX_BODY_BYTES",
+    "MAX_DECODED_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEAD_BYTES",
+    "MAX_INFORMATIONAL",
+    "USER_AGENT",
+    "ApiClient",
     "BadEncoding",
     "ConnectFailed",
+    "ConnectionLost",
     "HttpClient",
     "HttpClientError",
+    "Inflater",
+    "InvalidUrl",
     "ProtocolFault",
     "Reply",
     "Timeout",
+    "check_head",
 ]
 
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_EXPIRY_S = 5.0
-"""An idle connection older than this is closed, not reused: servers close idle ones
-after 5-75 s, and reusing one they are closing costs a failed call."""
-MAX_HEAD_BYTES = 64 << 10
-"""A response head larger than this is not from a parse API."""
-MAX_BODY_BYTES = 16 << 20
-"""A parse result is a few hundred bytes; 16 MiB bounds what a broken upstream can cost."""
+"""An idle connection older than this is closed: servers close idle ones after 5-75 s,
+reusing one they are closing costs a failed call, and an idle one holds a descriptor."""
+MAX_HEAD_BYTES = 16 << 10
+"""A response head (status line and headers; each 1xx head too) larger than this is not
+from a parse API. h11 stops buffering at this size, so a head never dripping its blank line
+costs at most this much memory."""
+MAX_HEADERS = 100
+"""Header lines over all heads of one answer (1xx included): a parse API sends ~10."""
+MAX_INFORMATIONAL = 5
+"""1xx heads before the answer: h11 skips any number of them, so a flood is counted here."""
+MAX_BODY_BYTES = 1 << 20
+"""Body bytes on the wire, whatever the framing (length, chunked, until close): a parse
+result is a few hundred bytes, and 64 calls in flight then hold at most 64 MiB."""
+MAX_DECODED_BYTES = 1 << 20
+"""A gzip/deflate body inflated past this is a bomb (1 KiB of zeros packs to ~30 bytes):
+the inflater stops at the cap instead of allocating what the body asks for."""
+HAPPY_EYEBALLS_DELAY_S = 0.25
+"""RFC 8305's delay before trying the next address: a broken IPv6 route costs this, not
+the whole connect timeout."""
+USER_AGENT = f"stream/{importlib.metadata.version('stream')}"
+"""Sent with every call: WAF rules refuse requests without one (a 403, read as a bad token)."""
 
 
 class HttpClientError(Exception):
@@ -55,12 +95,20 @@ class ConnectFailed(HttpClientError):
     """No connection: refused, unreachable, DNS or TLS failure (the cause is chained)."""
 
 
+class InvalidUrl(HttpClientError):
+    """The URL's host cannot be encoded for DNS: every call would fail the same way."""
+
+
 class Timeout(HttpClientError):
-    """No complete answer within the timeout (connecting included)."""
+    """No complete answer within the call's deadline (connecting and writing included)."""
+
+
+class ConnectionLost(HttpClientError):
+    """The connection broke (reset, closed) before a whole answer."""
 
 
 class ProtocolFault(HttpClientError):
-    """The connection broke mid-answer, or the answer is not HTTP/1.x."""
+    """The answer is not valid HTTP/1.1, is ambiguous, or exceeds one of the limits."""
 
 
 class BadEncoding(HttpClientError):
@@ -76,125 +124,118 @@ class Reply:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """What `_parse` found at the head of the receive buffer: one whole answer."""
+class ApiClient(Protocol):
+    """What the HTTP processor needs of a backend (ours or httpx)."""
 
-    reply: Reply
-    consumed: int
-    keep_alive: bool
+    @property
+    def open_connections(self) -> int: ...
+
+    async def post(self, body: bytes, *, idempotency_key: str | None = None) -> Reply:
+        """One POST within the call's deadline; raises an HttpClientError subclass."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
-def _decoded(body: bytes, encoding: str) -> bytes:
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise BadEncoding(f"unsupported Content-Encoding {encoding!r}")
-    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+def parse_url(url: str) -> tuple[str, int, bool, str, str]:
+    """(host, port, tls, authority, target) of an http(s) URL; InvalidUrl when the host
+    cannot be encoded, ValueError when it is not an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL with a host is required")
+    host = parts.hostname
     try:
-        return zlib.decompress(body, wbits)
-    except zlib.error:
-        if encoding == "deflate":  # some servers send raw deflate without the zlib header
-            try:
-                return zlib.decompress(body, -zlib.MAX_WBITS)
-            except zlib.error:
-                pass
-        raise BadEncoding(f"body does not decode as {encoding}") from None
+        host.encode("idna")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except (UnicodeError, ValueError):
+        raise InvalidUrl("the host name or port of the URL cannot be encoded") from None
+    authority = parts.netloc.rpartition("@")[2]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return host, port, parts.scheme == "https", authority, target
 
 
-def _chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
-    """The body of a chunked message starting at `start`, and where it ends; None if partial."""
-    parts: list[bytes] = []
-    position = start
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
+def check_head(headers: Mapping[str, str], status: int) -> None:
+    """Where h11 (and httpcore) are lenient, we are strict: both framings at once is how
+    requests are smuggled; the answer is refused and its connection closed."""
+    if "content-length" in headers and "transfer-encoding" in headers:
+        raise ProtocolFault(f"HTTP {status} with both Content-Length and Transfer-Encoding")
+    length = headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ProtocolFault("Content-Length over the body limit")
+
+
+class Inflater:
+    """Decodes a body as it arrives, never past MAX_DECODED_BYTES."""
+
+    def __init__(self, encoding: str) -> None:
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
+        # 32 + MAX_WBITS: a zlib or a gzip header, detected (RFC 9110's "deflate" is zlib).
+        self._inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)
+        self._size = 0
+
+    def feed(self, data: bytes) -> bytes:
         try:
-            size = int(bytes(buffer[position:line_end]).split(b";", 1)[0], 16)
-        except ValueError:
-            raise ProtocolFault("malformed chunk size") from None
-        position = line_end + 2
-        if size == 0:
-            while True:  # trailers, up to an empty line
-                line_end = buffer.find(b"\r\n", position)
-                if line_end < 0:
-                    return None
-                empty = line_end == position
-                position = line_end + 2
-                if empty:
-                    return b"".join(parts), position
-        if len(buffer) < position + size + 2:
-            return None
-        parts.append(bytes(buffer[position : position + size]))
-        position += size + 2
-        if position - start > MAX_BODY_BYTES:
-            raise ProtocolFault("body over the size limit")
+            out = self._inflater.decompress(data, MAX_DECODED_BYTES - self._size + 1)
+        except zlib.error:
+            raise BadEncoding("body does not decode") from None
+        return self._counted(out)
+
+    def finish(self) -> bytes:
+        try:
+            out = self._inflater.flush(MAX_DECODED_BYTES - self._size + 1)
+        except zlib.error:
+            raise BadEncoding("body does not decode") from None
+        if not self._inflater.eof:
+            raise BadEncoding("body is truncated")
+        return self._counted(out)
+
+    def _counted(self, out: bytes) -> bytes:
+        self._size += len(out)
+        if self._size > MAX_DECODED_BYTES:
+            raise ProtocolFault("decoded body over the size limit")
+        return out
 
 
-def _parse(buffer: bytearray, eof: bool) -> _Parsed | None:
-    """One whole answer at the head of `buffer` (1xx skipped), or None until more arrives."""
-    start = 0
-    while True:
-        head_end = buffer.find(b"\r\n\r\n", start)
-        if head_end < 0:
-            if len(buffer) - start > MAX_HEAD_BYTES:
-                raise ProtocolFault("response head over the size limit")
-            return None
-        lines = bytes(buffer[start:head_end]).decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise ProtocolFault("not an HTTP/1.x response")
-        status = int(code)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ProtocolFault("malformed header line")
-            name = name.strip().lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        body_start = head_end + 4
-        if 100 <= status < 200:
-            start = body_start
-            continue
-        keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "")
-        if "chunked" in headers.get("transfer-encoding", ""):
-            framed = _chunked(buffer, body_start)
-            if framed is None:
-                return None
-            body, end = framed
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise ProtocolFault("malformed Content-Length") from None
-            if not 0 <= length <= MAX_BODY_BYTES:
-                raise ProtocolFault("Content-Length out of range")
-            end = body_start + length
-            if len(buffer) < end:
-                return None
-            body = bytes(buffer[body_start:end])
-        elif status in (204, 304):
-            body, end = b"", body_start
-        else:  # delimited by the connection's end
-            if not eof:
-                return None
-            body, end, keep_alive = bytes(buffer[body_start:]), len(buffer), False
-        body = _decoded(body, headers.get("content-encoding", "").strip().lower())
-        return _Parsed(Reply(status, headers, body), end, keep_alive)
+def _headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in fields:
+        name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+class _Reading:
+    """The answer being read for one request: h11's events, counted against the limits."""
+
+    __slots__ = ("body", "decoder", "header_lines", "headers", "heads", "size", "status", "waiter")
+
+    def __init__(self, waiter: asyncio.Future[Reply]) -> None:
+        self.waiter = waiter
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.decoder: Inflater | None = None
+        self.size = 0
+        self.heads = 0
+        self.header_lines = 0
+
+
+class _Lost(ConnectionLost):
+    def __init__(self, *, answered_any: bool) -> None:
+        super().__init__("connection closed before a whole answer")
+        self.answered_any = answered_any
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time; h11 tracks its state."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.idle_since = 0.0
         self.reusable = True
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[_Parsed] | None = None
+        self._reading: _Reading | None = None
         self._received = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,79 +244,154 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        self._buffer += data
-        self._answer(eof=False)
+        self._feed(data)
 
     def eof_received(self) -> bool | None:
         self.reusable = False
-        self._answer(eof=True)
+        self._feed(b"")
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            if self._received:
-                self._answer(eof=True)
-            if not waiter.done():
-                waiter.set_exception(_Lost(answered_any=self._received))
+        reading = self._reading
+        if reading is not None and not reading.waiter.done():
+            reading.waiter.set_exception(_Lost(answered_any=self._received))
 
-    def _answer(self, *, eof: bool) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            if self._buffer:  # bytes nobody asked for: the connection is out of step
-                self.reusable = False
+    def _feed(self, data: bytes) -> None:
+        reading = self._reading
+        if reading is None or reading.waiter.done():
+            self._abort()  # bytes nobody asked for: the connection is out of step
+            return
+        if not data and not self._received:
+            reading.waiter.set_exception(_Lost(answered_any=False))
             return
         try:
-            parsed = _parse(self._buffer, eof)
+            self.h11.receive_data(data)
+            reply = self._events(reading)
         except HttpClientError as exc:
-            self.reusable = False
-            waiter.set_exception(exc)
-            return
-        if parsed is None:
-            if eof:
-                waiter.set_exception(_Lost(answered_any=self._received))
-            return
-        del self._buffer[: parsed.consumed]
-        if not parsed.keep_alive or self._buffer:
-            self.reusable = False
-        waiter.set_result(parsed)
+            self._abort()
+            reading.waiter.set_exception(exc)
+        except h11.RemoteProtocolError as exc:
+            self._abort()
+            reading.waiter.set_exception(ProtocolFault(f"malformed answer: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - raised here it would reach the loop's handler and the call would wait out its deadline
+            self._abort()
+            reading.waiter.set_exception(ProtocolFault(f"unreadable answer: {exc!r}"))
+        else:
+            if reply is not None:
+                reading.waiter.set_result(reply)
 
-    async def exchange(self, request: bytes, timeout_s: float) -> Reply:
-        """Send `request`, wait for the whole answer; aborts the connection unless answered."""
+    def _events(self, reading: _Reading) -> Reply | None:
+        """Everything h11 can make of the bytes so far; the Reply once the answer is whole."""
+        connection = self.h11
+        while True:
+            event = connection.next_event()
+            kind = type(event)
+            if kind is h11.Data:
+                data = event.data  # type: ignore[union-attr]
+                reading.size += len(data)
+                if reading.size > MAX_BODY_BYTES:
+                    raise ProtocolFault("body over the size limit")
+                reading.body.append(reading.decoder.feed(data) if reading.decoder else data)
+            elif kind is h11.Response or kind is h11.InformationalResponse:
+                self._head(reading, event)  # type: ignore[arg-type]
+            elif kind is h11.EndOfMessage:
+                return self._done(reading)
+            elif event is h11.NEED_DATA:
+                return None
+            else:  # ConnectionClosed, or PAUSED (a second answer: out of step)
+                raise _Lost(answered_any=self._received)
+
+    @staticmethod
+    def _head(reading: _Reading, event: h11.Response | h11.InformationalResponse) -> None:
+        reading.heads += 1
+        reading.header_lines += len(event.headers)
+        if reading.heads > MAX_INFORMATIONAL + 1:
+            raise ProtocolFault("too many 1xx answers")
+        if reading.header_lines > MAX_HEADERS:
+            raise ProtocolFault("too many header lines")
+        # h11 caps only a head still arriving; one that came whole in a read is measured here.
+        if sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
+            raise ProtocolFault("response head over the size limit")
+        if isinstance(event, h11.InformationalResponse):
+            return
+        headers = _headers(event.headers)
+        check_head(headers, event.status_code)
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            reading.decoder = Inflater(encoding)
+        reading.status, reading.headers = event.status_code, headers
+
+    def _done(self, reading: _Reading) -> Reply:
+        body = b"".join(reading.body)
+        if reading.decoder is not None:
+            body += reading.decoder.finish()
+        connection = self.h11
+        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+            if connection.trailing_data[0]:
+                self.reusable = False  # bytes past the answer: never trust this connection
+            else:
+                connection.start_next_cycle()
+        else:
+            self.reusable = False
+        return Reply(reading.status, reading.headers, body)
+
+    def _abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def exchange(self, request: _Request, deadline: float) -> Reply:
+        """Send `request`, wait for the whole answer until `deadline` (the loop's clock);
+        any failure aborts the connection. h11 is told the request's framing (what it
+        serialises of it is the same framing we send, so it is not sent twice)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[_Parsed] = loop.create_future()
-        self._waiter, self._received = waiter, False
-        timer = loop.call_later(timeout_s, _expire, waiter)
+        waiter: asyncio.Future[Reply] = loop.create_future()
+        self._reading, self._received = _Reading(waiter), False
+        timer = loop.call_at(deadline, _expire, waiter)
         try:
-            self.transport.write(request)
-            parsed = await waiter
+            try:
+                parser = self.h11
+                parser.send(request.framing)
+                parser.send_with_data_passthrough(request.data)
+                parser.send(_END)
+            except h11.LocalProtocolError as exc:  # a connection h11 sees out of step
+                raise ProtocolFault(f"cannot send on this connection: {exc}") from None
+            self.transport.write(request.wire)
+            return await waiter
         except BaseException:
-            self.reusable = False
-            self.transport.abort()
+            self._abort()
             raise
         finally:
             timer.cancel()
-            self._waiter = None
-        return parsed.reply
+            self._reading = None
 
 
-class _Lost(ProtocolFault):
-    """The server closed the connection before a whole answer."""
-
-    def __init__(self, *, answered_any: bool) -> None:
-        super().__init__("connection closed before a whole answer")
-        self.answered_any = answered_any
-
-
-def _expire(waiter: asyncio.Future[_Parsed]) -> None:
+def _expire(waiter: asyncio.Future[Reply]) -> None:
     if not waiter.done():
         waiter.set_exception(Timeout("no answer within the timeout"))
 
 
+_END = h11.EndOfMessage()
+"""Events are immutable: one end-of-message serves every request."""
+MAX_FRAMINGS = 4096
+"""Request framings kept, one per body length: SMS bodies span a few hundred lengths."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One POST: its framing as h11 events (method, target, Host, Content-Length and the
+    body, which is what h11's state machine needs to read the answer right), and the bytes
+    on the wire: the head prebuilt once per client, plus the length, the key and the body."""
+
+    framing: h11.Request
+    data: h11.Data
+    wire: bytes
+
+
 class HttpClient:
-    """POSTs bodies to one URL over a pool of keep-alive connections."""
+    """POSTs bodies to one URL over a pool of keep-alive connections; h11 parses."""
 
     def __init__(
         self,
@@ -285,41 +401,72 @@ class HttpClient:
         timeout_s: float,
         connect_timeout_s: float,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("an http:// or https:// URL with a host is required")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
-        authority = parts.netloc.rpartition("@")[2]
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"host: {authority}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        self._prefix = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
+        self._url_fault: InvalidUrl | None = None
+        try:
+            host, port, tls, authority, target = parse_url(url)
+        except InvalidUrl as exc:  # raised by every call: a halt naming STREAM_API_URL
+            self._url_fault = exc
+            host, port, tls, authority, target = "", 0, False, "", "/"
+        self._host, self._port = host, port
+        self._tls = ssl.create_default_context() if tls else None
+        self._target = target.encode("ascii", "replace")
+        fields = {"host": authority, "user-agent": USER_AGENT} | dict(headers)
+        self._host_field = (b"host", authority.encode("latin-1"))
+        encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
+        if self._url_fault is None:
+            try:  # h11 validates the static head once; each call adds only digits and a key
+                h11.Request(method=b"POST", target=self._target, headers=encoded)
+            except h11.LocalProtocolError as exc:
+                self._url_fault = InvalidUrl(f"the request cannot be sent: {exc}")
+        self._prefix = b"POST %s HTTP/1.1\r\n%s" % (
+            self._target,
+            b"".join(b"%s: %s\r\n" % field for field in encoded),
+        )
+        self._framings: dict[int, h11.Request] = {}
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
     def open_connections(self) -> int:
         return len(self._open)
 
-    async def post(self, body: bytes) -> Reply:
-        """One POST; raises a HttpClientError subclass when no usable answer came."""
-        request = b"%s%d\r\n\r\n%s" % (self._prefix, len(body), body)
-        deadline = time.monotonic() + self._timeout_s
-        connection, reused = await self._take()
+    async def post(self, body: bytes, *, idempotency_key: str | None = None) -> Reply:
+        """One POST within the call's deadline; raises a HttpClientError subclass when no
+        usable answer came. `idempotency_key` is sent as `Idempotency-Key`."""
+        if self._url_fault is not None:
+            raise self._url_fault
+        length = len(body)
+        framing = self._framings.get(length)
+        if framing is None:
+            framing = h11.Request(
+                method=b"POST",
+                target=self._target,
+                headers=[self._host_field, (b"content-length", b"%d" % length)],
+            )
+            if len(self._framings) < MAX_FRAMINGS:
+                self._framings[length] = framing
+        key = b""
+        if idempotency_key is not None:
+            if not (idempotency_key.isascii() and idempotency_key.isprintable()):
+                raise ProtocolFault("an Idempotency-Key must be printable ASCII")
+            key = b"idempotency-key: %s\r\n" % idempotency_key.encode("ascii")
+        wire = b"%s%scontent-length: %d\r\n\r\n%s" % (self._prefix, key, length, body)
+        request = _Request(framing, h11.Data(data=body), wire)
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        connection, reused = await self._take(deadline)
         try:
-            reply = await connection.exchange(request, deadline - time.monotonic())
+            reply = await connection.exchange(request, deadline)
         except _Lost as exc:
             self._open.discard(connection)
             if not reused or exc.answered_any:
                 raise
-            connection, _ = await self._take(fresh=True)  # the keep-alive race: once more
+            connection, _ = await self._take(deadline, fresh=True)  # the keep-alive race
             try:
-                reply = await connection.exchange(request, deadline - time.monotonic())
+                reply = await connection.exchange(request, deadline)
             except BaseException:
                 self._open.discard(connection)
                 raise
@@ -332,36 +479,41 @@ class HttpClient:
     async def aclose(self) -> None:
         """Close every connection; later calls raise ConnectFailed."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
         for connection in list(self._open):
             if connection.transport is not None:
                 connection.transport.abort()
         self._open.clear()
         self._idle.clear()
 
-    async def _take(self, *, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _take(self, deadline: float, *, fresh: bool = False) -> tuple[_Connection, bool]:
         if self._closed:
             raise ConnectFailed("client closed")
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         while self._idle and not fresh:
             connection = self._idle.pop()
             if connection.reusable and now - connection.idle_since < KEEPALIVE_EXPIRY_S:
                 return connection, True
             self._close(connection)
-        return await self._connect(), False
+        return await self._connect(deadline), False
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._connect_timeout_s)):
                 _, connection = await loop.create_connection(
                     _Connection,
                     self._host,
                     self._port,
                     ssl=self._tls,
                     server_hostname=self._host if self._tls else None,
+                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S,
                 )
         except TimeoutError:
             raise Timeout("connecting timed out") from None
+        except UnicodeError:
+            raise InvalidUrl("the host name cannot be encoded") from None
         except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors
             raise ConnectFailed(f"cannot connect: {type(exc).__name__}") from exc
         self._open.add(connection)
@@ -370,10 +522,21 @@ class HttpClient:
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and not self._closed:
-            connection.idle_since = time.monotonic()
+            loop = asyncio.get_running_loop()
+            connection.idle_since = loop.time()
             self._idle.append(connection)
+            if self._sweep is None:
+                self._sweep = loop.call_later(KEEPALIVE_EXPIRY_S, self._expire_idle)
         else:
             self._close(connection)
+
+    def _expire_idle(self) -> None:
+        """Close connections idle for KEEPALIVE_EXPIRY_S; the oldest are first in the list."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._idle and now - self._idle[0].idle_since >= KEEPALIVE_EXPIRY_S:
+            self._close(self._idle.pop(0))
+        self._sweep = loop.call_later(KEEPALIVE_EXPIRY_S, self._expire_idle) if self._idle else None
 
     def _close(self, connection: _Connection) -> None:
         self._open.discard(connection)

@@ -46,8 +46,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.adapters.kafka import client_options, new_producer
-from stream.adapters.publisher import send_delivery
 from stream.adapters.kafka_security import start as start_client
+from stream.adapters.publisher import send_delivery
 from stream.config import Settings
 from stream.engine.failures import VALUE_NULL, Delivery, Failure, foreign_headers, header
 from stream.errors import StreamError
