@@ -34,7 +34,7 @@ from stream.engine.failures import (
     Origin,
     header,
 )
-from stream.engine.loop import FINAL_COMMIT_TIMEOUT_S, ConsumerLoop
+from stream.engine.loop import FINAL_COMMIT_TIMEOUT_S, LAG_REFRESH_S, ConsumerLoop
 from stream.errors import SystemicError
 
 T = TypeVar("T")
@@ -110,11 +110,11 @@ class Engine:
 @asynccontextmanager
 async def engine(
     config: Settings | None = None, processor: ScriptedProcessor | None = None,
-    sink: FakeSink | None = None,
+    sink: FakeSink | None = None, consumer: FakeConsumer | None = None,
 ) -> AsyncIterator[Engine]:
     config = config or settings()
     clock = ManualClock()
-    consumer = FakeConsumer()
+    consumer = consumer or FakeConsumer()
     sink = sink or FakeSink()
     publisher = FakePublisher()
     processor = processor or ScriptedProcessor()
@@ -519,3 +519,36 @@ async def test_a_subscription_changed_during_a_rebalance_is_applied_after_it() -
         assert e.consumer.topics == [TOPIC, RETRY_1.topic, RETRY_2.topic]
         await e.loop.on_partitions_assigned({MAIN, RETRY_1, RETRY_2})
         await eventually(lambda: e.consumer.topics == [TOPIC, *more], what="the new subscription")
+
+
+class _RebalancedWhileAsked(FakeConsumer):
+    """A rebalance lands while the loop awaits the client (here: a position it asks for on
+    its way to the gauges), as it can with a real group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rebalance_to: set[TopicPartition] | None = None
+
+    async def read_position(self, partition: TopicPartition) -> int:
+        if self.rebalance_to is not None:
+            new, self.rebalance_to = self.rebalance_to, None
+            await self.assign(new)
+        return await super().read_position(partition)
+
+
+async def test_a_rebalance_on_the_way_to_the_lag_gauges_does_not_crash_the_loop() -> None:
+    """The gauges ask the client only about partitions assigned when they ask (aiokafka
+    asserts on any other), not about the assignment seen before an await."""
+    consumer = _RebalancedWhileAsked()
+    async with engine(consumer=consumer) as e:
+        for n in range(5):
+            e.consumer.append(MAIN, sms(n))
+        await e.settled("first records settled")
+        consumer.rebalance_to = {MAIN}
+        e.clock.advance(LAG_REFRESH_S)
+        await eventually(lambda: consumer.rebalance_to is None, what="a rebalance while asked")
+        e.consumer.append(MAIN, sms(5))
+        e.clock.advance(LAG_REFRESH_S)
+        await e.settled("settled after the rebalance")
+        assert not e.task.done(), "the loop is still running"
+        assert e.stored() == {f"sms-{n}" for n in range(6)}

@@ -178,10 +178,16 @@ class FakeConsumer:
         self._position[partition] = offset
 
     def highwater(self, partition: TopicPartition) -> int | None:
+        self._check_assigned(partition)
         return len(self.logs[partition])
 
     def last_stable_offset(self, partition: TopicPartition) -> int | None:
+        self._check_assigned(partition)
         return self.stable_offsets.get(partition, len(self.logs[partition]))
+
+    def _check_assigned(self, partition: TopicPartition) -> None:
+        """aiokafka asserts that a partition asked about is assigned (an AssertionError)."""
+        assert partition in self._assignment, "Partition is not assigned"
 
     async def read_position(self, partition: TopicPartition) -> int:
         return self._position[partition]

@@ -308,10 +308,11 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             return
         self._lag_refreshed = now
         metrics.PAUSED_PARTITIONS.set(len(self._consumer.paused()))
-        assigned = self._consumer.assignment()
-        await self._skip_gaps(assigned)
+        await self._skip_gaps(self._consumer.assignment())
         await self._commit()
-        await self._lag.refresh(assigned, self._tracker)
+        # Read again: a rebalance may have landed in the awaits above, and the client
+        # asserts on a partition no longer assigned.
+        await self._lag.refresh(self._consumer.assignment(), self._tracker)
 
     async def _skip_gaps(self, tps: Iterable[TopicPartition]) -> None:
         """Let partitions with nothing unsettled commit up to the client's position, which

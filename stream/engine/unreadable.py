@@ -49,9 +49,11 @@ async def fetch_past_unreadable(consumer: Consumer, tracker: OffsetTracker, room
     starts = await _rewind(consumer, tracker, fetchable)
     fetched: Fetched = {}
     for tp in fetchable:
+        if tp not in consumer.assignment():
+            continue  # revoked in an await above: the client asserts on it
         if starts.get(tp, 0) >= (consumer.highwater(tp) or 0):
             continue  # nothing there to fetch
-        while room > 0:
+        while room > 0 and tp in consumer.assignment():
             try:
                 got = await consumer.getmany(tp, timeout_ms=STEP_WAIT_MS, max_records=1)
             except UnicodeDecodeError as exc:
