@@ -201,7 +201,7 @@ def render(scenarios: Mapping[str, Any]) -> str:
             "## limiter",
             "",
             "The adaptive limiter over real HTTP against `stream upstream`: the rate-limit "
-            "shapes, S1-S5 and the baselines of `stream/devkit/limiter_sim.py`, with the bars "
+            "shapes, S1-S5 and the baselines of `stream/devkit/limiter_sim/`, with the bars "
             "of `tests/test_limiter.py` as goals. [limiter.md](limiter.md) explains them.",
             "",
             "| scenario | figure | value | goal | measured with |",
