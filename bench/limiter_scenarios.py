@@ -1011,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     print(markdown(rows))
-    _record(rows, args.smoke, " ".join(["python -m bench.limiter_scenarios", *argv]))
+    _record(rows, args.smoke, performance.command_line("python -m bench.limiter_scenarios", argv))
     print(f"\n{time.monotonic() - started:.0f} s in all")
     return 0
 

@@ -36,9 +36,7 @@ async def report_cost(settings: Settings, seconds: float) -> tuple[float, int]:
     view = MemberView(
         assignment=lambda: PARTITIONS, paused=list, in_flight=lambda: 120, halt=lambda: None
     )
-    reporter = StatusReporter(
-        settings.replace(status_interval_s=0.1), "bench-member", view
-    )
+    reporter = StatusReporter(settings.replace(status_interval_s=0.1), "bench-member", view)
     reporter.start()
     await asyncio.sleep(2.0)  # producer started, metadata known
     reports, sent, cpu = reporter.reports_sent, reporter.bytes_sent, time.process_time()

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bench.performance import command_line
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_WITHIN_S = 600
@@ -38,3 +41,14 @@ async def test_bench_smoke_runs_and_prints_its_table(stack: Any, module: str) ->
     assert page.startswith("# Performance")
     assert "|---" in page
     assert "`python -m" in page, "every row names the command that measured it"
+
+
+def test_a_recorded_command_runs_again_as_recorded() -> None:
+    command = command_line("python -m bench.limiter_scenarios", ["--only", "shape window 10s"])
+    assert shlex.split(command) == [
+        "python",
+        "-m",
+        "bench.limiter_scenarios",
+        "--only",
+        "shape window 10s",
+    ]
