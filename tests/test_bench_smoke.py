@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from bench.performance import command_line
-
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_WITHIN_S = 600
 
@@ -44,8 +42,15 @@ async def test_bench_smoke_runs_and_prints_its_table(stack: Any, module: str) ->
 
 
 def test_a_recorded_command_runs_again_as_recorded() -> None:
-    command = command_line("python -m bench.limiter_scenarios", ["--only", "shape window 10s"])
-    assert shlex.split(command) == [
+    """The command in a row is quoted: `--only "shape window 10s"` stays one argument."""
+    script = (
+        "from bench.performance import command_line; "
+        "print(command_line('python -m bench.limiter_scenarios', ['--only', 'shape window 10s']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert shlex.split(result.stdout) == [
         "python",
         "-m",
         "bench.limiter_scenarios",
