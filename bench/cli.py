@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.figures import ScenarioResult, markdown
 from bench.harness import BENCH_DIR, BenchError, Context, machine
-from bench.performance import PAGE, commit, machine_text, publish
+from bench.performance import PAGE, command_line, commit, machine_text, publish
 from bench.scenarios import SCENARIOS
 from stream.devkit.stack import ensure_up
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.scenarios or list(SCENARIOS)
     started = time.monotonic()
     try:
-        command = " ".join(["python -m bench", *argv])
+        command = command_line("python -m bench", argv)
         _, failed = asyncio.run(_run(args, names, command))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted", file=sys.stderr)

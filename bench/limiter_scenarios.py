@@ -1,4 +1,4 @@
-"""The limiter scenarios of `stream/devkit/limiter_sim.py` (S1-S5, the baselines, the
+"""The limiter scenarios of `stream/devkit/limiter_sim/` (S1-S5, the baselines, the
 rate-limit shapes), over real HTTP.
 
 The simulator checks the limiter's algorithm in virtual time; this replays the same scripts
@@ -997,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python -m bench.limiter_scenarios",
-        description="The limiter scenarios of tests/limiter_sim.py against `stream upstream`.",
+        description="The limiter scenarios of stream/devkit/limiter_sim/ against stream upstream.",
     )
     parser.add_argument("--smoke", action="store_true", help="S1, S3 and the baselines, short")
     parser.add_argument("--only", help=f"comma-separated, from {', '.join(PLANS)}")
@@ -1011,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     print(markdown(rows))
-    _record(rows, args.smoke, " ".join(["python -m bench.limiter_scenarios", *argv]))
+    _record(rows, args.smoke, performance.command_line("python -m bench.limiter_scenarios", argv))
     print(f"\n{time.monotonic() - started:.0f} s in all")
     return 0
 

@@ -12,6 +12,7 @@ from the record alone; tests/test_docs.py checks that the page is exactly that r
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +22,16 @@ from typing import Any
 
 from bench.figures import fmt
 
-__all__ = ["PAGE", "RESULTS", "commit", "limiter_records", "machine_text", "publish", "render"]
+__all__ = [
+    "PAGE",
+    "RESULTS",
+    "command_line",
+    "commit",
+    "limiter_records",
+    "machine_text",
+    "publish",
+    "render",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
@@ -63,6 +73,11 @@ def commit() -> str:
         return "unknown"
     dirty = git("diff", "--quiet", "HEAD", "--", "stream", "bench").returncode != 0
     return head.stdout.strip() + ("+changes" if dirty else "")
+
+
+def command_line(program: str, argv: Iterable[str]) -> str:
+    """How a run was started, quoted so the row's command can be pasted into a shell."""
+    return " ".join([program, *map(shlex.quote, argv)])
 
 
 def machine_text(info: Mapping[str, str]) -> str:
@@ -201,7 +216,7 @@ def render(scenarios: Mapping[str, Any]) -> str:
             "## limiter",
             "",
             "The adaptive limiter over real HTTP against `stream upstream`: the rate-limit "
-            "shapes, S1-S5 and the baselines of `stream/devkit/limiter_sim.py`, with the bars "
+            "shapes, S1-S5 and the baselines of `stream/devkit/limiter_sim/`, with the bars "
             "of `tests/test_limiter.py` as goals. [limiter.md](limiter.md) explains them.",
             "",
             "| scenario | figure | value | goal | measured with |",

@@ -2,6 +2,9 @@
 
     python -m bench.status_cost [--seconds 20] [--watch 30]
 
+By hand, against any broker and a group already running; `python -m bench status-cost`
+(bench/scenarios/status_cost.py) measures the same against a member it runs, and records it.
+
 1. Runs a `StatusReporter` alone in this process, reporting every 100 ms for `--seconds`
    (a member's 24 assigned partitions), against the broker at STREAM_KAFKA_BOOTSTRAP; the
    process's CPU time over the reports sent is the whole cost of one report: sampling,
@@ -28,14 +31,12 @@ PARTITIONS = [TopicPartition("sms", p) for p in range(6)] + [
 ]
 
 
-async def _report_cost(settings: Settings, seconds: float) -> tuple[float, int]:
-    """(CPU seconds per report, bytes per report)."""
+async def report_cost(settings: Settings, seconds: float) -> tuple[float, int]:
+    """(CPU seconds per report, bytes per report), reporting on `<settings.topic>.status`."""
     view = MemberView(
         assignment=lambda: PARTITIONS, paused=list, in_flight=lambda: 120, halt=lambda: None
     )
-    reporter = StatusReporter(
-        settings.replace(status_interval_s=0.1, topic="bench_status_cost"), "bench-member", view
-    )
+    reporter = StatusReporter(settings.replace(status_interval_s=0.1), "bench-member", view)
     reporter.start()
     await asyncio.sleep(2.0)  # producer started, metadata known
     reports, sent, cpu = reporter.reports_sent, reporter.bytes_sent, time.process_time()
@@ -73,7 +74,7 @@ async def main() -> None:
     parser.add_argument("--watch", type=float, default=0.0)
     args = parser.parse_args()
     settings = Settings.from_env({k: v for k, v in os.environ.items() if k.startswith("STREAM_")})
-    per_report, size = await _report_cost(settings, args.seconds)
+    per_report, size = await report_cost(settings.replace(topic="bench_status_cost"), args.seconds)
     interval = Settings().status_interval_s
     print(
         f"one report: {per_report * 1e3:.2f} ms CPU, {size} bytes; at the default "

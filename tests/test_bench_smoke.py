@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,21 @@ async def test_bench_smoke_runs_and_prints_its_table(stack: Any, module: str) ->
     assert page.startswith("# Performance")
     assert "|---" in page
     assert "`python -m" in page, "every row names the command that measured it"
+
+
+def test_a_recorded_command_runs_again_as_recorded() -> None:
+    """The command in a row is quoted: `--only "shape window 10s"` stays one argument."""
+    script = (
+        "from bench.performance import command_line; "
+        "print(command_line('python -m bench.limiter_scenarios', ['--only', 'shape window 10s']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert shlex.split(result.stdout) == [
+        "python",
+        "-m",
+        "bench.limiter_scenarios",
+        "--only",
+        "shape window 10s",
+    ]

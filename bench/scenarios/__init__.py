@@ -21,6 +21,7 @@ from bench.scenarios import (
     recovery,
     scaling,
     slow_api,
+    status_cost,
 )
 
 __all__ = ["SCENARIOS"]
@@ -39,4 +40,5 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {
     "profile": (profile.run, "pyinstrument on stream run: where the time goes"),
     "parser": (parser.run, "parse_sms µs per SMS against the parser of commit 912dcc3"),
     "query": (query.run, "readers' queries with/without their indexes; indexes' write cost"),
+    "status-cost": (status_cost.run, "the status reporter's CPU against a member's at 2,000 SMS/s"),
 }
