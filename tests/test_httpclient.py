@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from pipeline_support import eventually
+from support import eventually
 
 from stream.processors import httpclient
 from stream.processors.httpclient import (
