@@ -17,14 +17,14 @@ import pytest
 from support import eventually
 
 from stream.processors import httpclient
-from stream.processors.httpclient import (
+from stream.processors.apiclient import (
     BadEncoding,
     ConnectFailed,
     ConnectionLost,
-    HttpClient,
     ProtocolFault,
     Timeout,
 )
+from stream.processors.httpclient import HttpClient
 
 Answer = Callable[[int, bytes], bytes | None]
 """(request number on this server, request bytes) -> bytes to send, None to close."""

@@ -52,17 +52,17 @@ from stream.clock import Clock, SystemClock
 from stream.config import Settings
 from stream.errors import PermanentError, SystemicError, TransientError
 from stream.observability.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
-from stream.processors.httpclient import (
+from stream.processors.apiclient import (
     ApiClient,
     BadEncoding,
     ConnectFailed,
-    HttpClient,
     HttpClientError,
     InvalidUrl,
     ProtocolFault,
     Reply,
     Timeout,
 )
+from stream.processors.httpclient import HttpClient
 from stream.processors.httpxclient import HttpxClient
 from stream.processors.lifecycle import Lifecycle
 from stream.processors.limiter import AdaptiveLimiter, Permit, parse_quota
