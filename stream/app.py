@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
@@ -25,9 +24,9 @@ from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
 from stream.adapters.status import MemberView, StatusReporter, member_key
 from stream.adapters.topics import TopicReconciler
+from stream.clock import Clock, SystemClock
 from stream.config import Settings, help_text
 from stream.engine.batch import BatchHandler
-from stream.engine.clock import SystemClock
 from stream.engine.loop import ConsumerLoop, Halt
 from stream.engine.ports import Processor
 from stream.errors import ConfigError, InvalidSettings, PortInUse, StreamError, SystemicError
@@ -47,14 +46,16 @@ MONGO_PING_EVERY = 5
 """Readiness pings MongoDB every 5 s: often enough for a probe, rare enough to be free."""
 
 
-def build_processor(settings: Settings) -> BuiltinProcessor | HttpProcessor:
-    """The processor `settings.processor` names; the caller closes it."""
+def build_processor(
+    settings: Settings, clock: Clock | None = None
+) -> BuiltinProcessor | HttpProcessor:
+    """The processor `settings.processor` names, on `clock`; the caller closes it."""
     if settings.processor == "http":
-        return HttpProcessor(settings)
+        return HttpProcessor(settings, clock=clock)
     return BuiltinProcessor()
 
 
-async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
+async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink, clock: Clock) -> None:
     """Publish limiter gauges each second and refresh MongoDB reachability."""
     tick = drops_seen = 0
     while True:
@@ -65,7 +66,7 @@ async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
             metrics.LIMITER_LIMIT.set(state.limit)
             metrics.LIMITER_IN_FLIGHT.set(state.in_flight)
             metrics.LIMITER_RATE.set(state.rate)
-            paused = state.paused_until is not None and state.paused_until > time.monotonic()
+            paused = state.paused_until is not None and state.paused_until > clock.monotonic()
             metrics.LIMITER_PAUSED.set(1 if paused else 0)
             metrics.LIMITER_ESTIMATED_RATE.set(state.estimated_rate or 0.0)
             metrics.LIMITER_PACED_RATE.set(state.paced_rate or 0.0)
@@ -74,7 +75,7 @@ async def _watch(limiter: AdaptiveLimiter | None, sink: MongoSink) -> None:
         if tick % MONGO_PING_EVERY == 0:
             await sink.ping()
         tick += 1
-        await asyncio.sleep(WATCH_INTERVAL_S)
+        await clock.sleep(WATCH_INTERVAL_S)
 
 
 def _probe(
@@ -90,27 +91,27 @@ def _probe(
     return probe
 
 
-def _limiter_open(limiter: AdaptiveLimiter | None) -> bool:
+def _limiter_open(limiter: AdaptiveLimiter | None, clock: Clock) -> bool:
     if limiter is None:
         return True
     paused_until = limiter.state.paused_until
-    return paused_until is None or paused_until <= time.monotonic()
+    return paused_until is None or paused_until <= clock.monotonic()
 
 
-def _halt_status(halt: Halt | None) -> dict[str, object] | None:
+def _halt_status(halt: Halt | None, clock: Clock) -> dict[str, object] | None:
     if halt is None:
         return None
-    since = time.time() - (time.monotonic() - halt.since)
+    since = clock.time() - (clock.monotonic() - halt.since)
     return {"reason": halt.reason, "message": halt.message, "setting": halt.setting,
             "since": round(since, 3)}
 
 
-def _member_view(loop: ConsumerLoop, consumer: AIOKafkaConsumer) -> MemberView:
+def _member_view(loop: ConsumerLoop, consumer: AIOKafkaConsumer, clock: Clock) -> MemberView:
     return MemberView(
         assignment=consumer.assignment,
         paused=consumer.paused,
         in_flight=lambda: loop.in_flight,
-        halt=lambda: _halt_status(loop.halt),
+        halt=lambda: _halt_status(loop.halt, clock),
     )
 
 
@@ -141,7 +142,7 @@ async def serve(
         topics = await stack.enter_async_context(TopicReconciler(settings))
         topology = await topics.reconcile(start_up=True)
         if processor is None:
-            built = build_processor(settings)
+            built = build_processor(settings, clock)
             stack.push_async_callback(built.aclose)
             processor = built
         limiter = processor.limiter if isinstance(processor, HttpProcessor) else None
@@ -150,6 +151,8 @@ async def serve(
             settings.mongo_db,
             settings.mongo_collection,
             halt_after_s=settings.mongo_halt_after_s,
+            sleep=clock.sleep,
+            clock=clock.monotonic,
         )
         stack.push_async_callback(sink.aclose)
         await sink.ensure_indexes()
@@ -162,10 +165,10 @@ async def serve(
         handler = BatchHandler(settings, processor, sink, Router(producer, topics), clock)
         loop = ConsumerLoop(settings, consumer, handler, clock, _probe(processor, sink, topics))
         probes = Probes(
-            last_iteration=lambda: loop.last_iteration,
+            loop_stalled_s=lambda: clock.monotonic() - loop.last_iteration,
             joined=lambda: loop.joined,
             mongo_ok=lambda: sink.healthy,
-            limiter_open=lambda: _limiter_open(limiter),
+            limiter_open=lambda: _limiter_open(limiter, clock),
             halted=lambda: None if loop.halt is None else loop.halt.message,
         )
         # Bound before the consumer starts: a taken port must not cost the group a rebalance.
@@ -173,9 +176,9 @@ async def serve(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
         await consumer.start()
-        watcher = asyncio.create_task(_watch(limiter, sink))
+        watcher = asyncio.create_task(_watch(limiter, sink, clock))
         stack.callback(watcher.cancel)
-        reporter = StatusReporter(settings, key, _member_view(loop, consumer))
+        reporter = StatusReporter(settings, key, _member_view(loop, consumer, clock))
         reporter.start()
         stack.push_async_callback(reporter.aclose)
         loop.subscribe(topology.retry_topics)

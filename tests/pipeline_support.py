@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -21,8 +20,6 @@ from stream.config import Settings
 from stream.devkit.stack import StackEndpoints
 from stream.devkit.stack.process import free_port
 from stream.engine.ports import Processor
-
-T = TypeVar("T")
 
 BODIES = [
     "Rs.1,250.00 debited from A/c XX4321 on 28-11-26 to VPA grocer@upi. Avl Bal Rs 9,800.00",
@@ -102,20 +99,6 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
         return records
     finally:
         await consumer.stop()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]], *, within: float = 60.0, what: str = "condition"
-) -> T:
-    """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {within} s (last: {value!r})")
-        await asyncio.sleep(0.2)
 
 
 async def committed(admin: Any, group: str, topic: str) -> dict[int, int]:

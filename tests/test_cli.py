@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from pipeline_support import eventually
+from support import eventually
 
 from stream.config import SETTINGS
 from stream.devkit.stack.process import free_port

@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from conftest import CLUSTER_BROKERS, Cluster
-from pipeline_support import committed, eventually, read_topic, running, settings_for, sms_value
+from pipeline_support import committed, read_topic, running, settings_for, sms_value
 from prometheus_client import REGISTRY
+from support import eventually
 
 from stream.devkit.stack import kafka_service, kill
 

@@ -23,7 +23,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from conftest import REPO_ROOT, NewTopicFactory, UniqueName
-from pipeline_support import env_for, eventually, produce, running, settings_for, sms_value
+from pipeline_support import env_for, produce, running, settings_for, sms_value
+from support import eventually
 
 from stream.adapters.status import MemberView, StatusReporter, read_statuses
 from stream.adapters.topics import STATUS_TOPIC_CONFIGS, ensure_status_topic, status_topic

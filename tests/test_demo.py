@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from support import ManualClock
 
 from stream.devkit.demo import PLAIN_LINE_EVERY_S, Progress, goodput_line, processed_records
 
@@ -13,14 +14,6 @@ from stream.devkit.demo import PLAIN_LINE_EVERY_S, Progress, goodput_line, proce
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_processed_records_count_every_final_outcome_and_nothing_else() -> None:
@@ -36,8 +29,8 @@ def test_processed_records_count_every_final_outcome_and_nothing_else() -> None:
 
 
 def test_without_a_terminal_progress_is_plain_lines_at_a_steady_pace() -> None:
-    out, clock = io.StringIO(), _Clock()
-    progress = Progress(100, out, clock)
+    out, clock = io.StringIO(), ManualClock()
+    progress = Progress(100, out, clock.monotonic)
     progress.update(0)
     clock.now = PLAIN_LINE_EVERY_S / 2
     progress.update(30)  # too soon after the last line
@@ -60,7 +53,7 @@ def test_without_a_terminal_progress_is_plain_lines_at_a_steady_pace() -> None:
 
 def test_on_a_terminal_progress_redraws_one_line() -> None:
     out = _Terminal()
-    progress = Progress(10, out, _Clock())
+    progress = Progress(10, out, ManualClock().monotonic)
     for done in (0, 4, 10):
         progress.update(done)
     assert "\n" not in out.getvalue()

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from pipeline_support import committed, eventually, read_topic, running, settings_for, sms_value
+from pipeline_support import committed, read_topic, running, settings_for, sms_value
+from support import eventually
 
 from stream.adapters.kafka import new_producer
 from stream.config import Settings

@@ -8,15 +8,16 @@ outcome: documents stored, offsets committed, records published.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from support import eventually, turns
 
 from stream.config import Settings
 from stream.devkit.fakes import (
@@ -36,8 +37,6 @@ from stream.engine.failures import (
 )
 from stream.engine.loop import FINAL_COMMIT_TIMEOUT_S, LAG_REFRESH_S, ConsumerLoop
 from stream.errors import SystemicError
-
-T = TypeVar("T")
 
 TOPIC = "sms"
 MAIN = TopicPartition(TOPIC, 0)
@@ -63,18 +62,6 @@ def sms(n: int) -> bytes:
         {"id": f"sms-{n}", "sender": "+254700000000", "body": f"hello {n}",
          "received_at": "2026-11-28T10:00:00Z"}
     )
-
-
-async def eventually(check: Callable[[], T], *, within: float = 5.0, what: str = "it") -> T:
-    """Poll a synchronous condition on the event loop until it holds (real-time bound)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no {what} within {within} s (last: {value!r})")
-        await asyncio.sleep(0.005)
 
 
 @dataclass
@@ -147,7 +134,7 @@ async def test_commit_stops_before_a_slow_record_and_passes_it_once_settled() ->
         later = {f"sms-{n}" for n in range(8)} - {"sms-2", "sms-3"}
         await eventually(lambda: e.stored() == later, what="the later batches stored")
         await eventually(lambda: e.committed() == 2, what="commit up to the held batch")
-        await asyncio.sleep(0.05)
+        await turns(e.loop)
         assert e.committed() == 2
         release.set()
         await e.settled()
@@ -165,7 +152,7 @@ async def test_retry_partition_waits_exactly_until_not_before() -> None:
         await eventually(lambda: RETRY_1 in e.consumer.paused(), what="retry partition paused")
         assert e.consumer.position(RETRY_1) == 0
         e.clock.advance(4.99)
-        await asyncio.sleep(0.05)
+        await turns(e.loop)
         assert e.stored() == set()
         assert RETRY_1 in e.consumer.paused()
         e.clock.advance(0.02)
@@ -277,7 +264,7 @@ async def test_revocation_cancels_a_batch_that_does_not_settle_in_time() -> None
         e.consumer.append(MAIN, sms(1))
         await eventually(lambda: processor.attempts.get("sms-1") == 1, what="held call")
         rebalance = asyncio.create_task(e.consumer.assign({MAIN, RETRY_1, RETRY_2}))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: e.clock.sleepers, what="the revocation waiting for the batch")
         e.clock.advance(e.settings.drain_timeout_s)
         await asyncio.wait_for(rebalance, 5)
         await eventually(lambda: processor.attempts.get("sms-1") == 2, what="read again")
@@ -295,7 +282,7 @@ async def test_kafka_outage_while_publishing_holds_the_batch_unsettled() -> None
         e.consumer.append(MAIN, sms(0))
         e.consumer.append(MAIN, sms(1))
         await eventually(lambda: e.loop.in_flight == 2 and processor.attempts, what="in flight")
-        await asyncio.sleep(0.05)
+        await turns(e.loop)
         assert e.committed() is None
         e.publisher.open.set()
         await e.settled()
@@ -309,7 +296,7 @@ async def test_too_much_in_flight_pauses_fetching_until_it_settles() -> None:
         for n in range(30):
             e.consumer.append(MAIN, sms(n))
         await eventually(lambda: MAIN in e.consumer.paused(), what="paused by backpressure")
-        await asyncio.sleep(0.05)
+        await turns(e.loop)
         assert e.consumer.position(MAIN) == 10
         e.sink.open.set()
         await e.settled()
@@ -337,7 +324,7 @@ async def test_stop_gives_up_after_the_drain_bound_and_says_so() -> None:
         e.consumer.append(MAIN, sms(1))
         await eventually(lambda: processor.attempts.get("sms-1"), what="held")
         e.stop.set()
-        await asyncio.sleep(0.02)
+        await eventually(lambda: e.clock.sleepers, what="the drain waiting for the held batch")
         assert not e.task.done()
         e.clock.advance(e.settings.drain_timeout_s)
         assert await asyncio.wait_for(e.task, 5) is False
@@ -380,7 +367,7 @@ async def test_dead_letter_breaker_halts_when_everything_fails() -> None:
         assert 10 <= dead < 20, dead
         assert e.committed() == dead, "committed exactly what was dead-lettered"
         e.clock.advance(e.settings.halt_probe_interval_s * 3)
-        await asyncio.sleep(0.05)
+        await turns(e.loop)
         assert len(e.topic(DLQ)) == dead, "no probe resumes a breaker halt"
 
 
@@ -420,7 +407,8 @@ async def test_adaptive_batch_gathers_while_a_write_is_under_way() -> None:
         for n in range(1, 10):
             e.consumer.append(MAIN, sms(n))
         await eventually(lambda: e.consumer.position(MAIN) == 10, what="the rest fetched")
-        await asyncio.sleep(0.05)
+        fetches = e.consumer.fetches + 2
+        await eventually(lambda: e.consumer.fetches >= fetches, what="the fetch still gathering")
         assert e.sink.writes == 0
         e.sink.open.set()
         await e.settled()
@@ -451,7 +439,7 @@ async def test_partitions_assigned_while_halted_are_paused_before_any_fetch() ->
         attempts = dict(processor.attempts)
         await e.consumer.assign({MAIN, RETRY_1, RETRY_2})
         assert e.consumer.paused() == e.consumer.assignment()
-        await asyncio.sleep(0.1)
+        await turns(e.loop)
         assert processor.attempts == attempts, "nothing fetched from a halted assignment"
         processor.systemic = None
         e.clock.advance(e.settings.halt_probe_interval_s)
@@ -515,7 +503,7 @@ async def test_a_subscription_changed_during_a_rebalance_is_applied_after_it() -
     async with engine() as e:
         await e.loop.on_partitions_revoked({MAIN, RETRY_1, RETRY_2})
         e.loop.subscribe(more)
-        await asyncio.sleep(0.05)  # iterations go on meanwhile
+        await turns(e.loop)
         assert e.consumer.topics == [TOPIC, RETRY_1.topic, RETRY_2.topic]
         await e.loop.on_partitions_assigned({MAIN, RETRY_1, RETRY_2})
         await eventually(lambda: e.consumer.topics == [TOPIC, *more], what="the new subscription")

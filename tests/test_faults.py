@@ -20,15 +20,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pipeline_support import (
-    StreamProcess,
-    committed,
-    eventually,
-    produce,
-    read_topic,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import StreamProcess, committed, produce, read_topic, settings_for, sms_value
+from support import eventually
 
 from stream.devkit.stack import MONGO_ENV, StackEndpoints, down, ensure_up, kill
 from stream.devkit.stack.process import free_port

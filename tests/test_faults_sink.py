@@ -15,7 +15,6 @@ from aiokafka.errors import KafkaError
 from pipeline_support import (
     StreamProcess,
     committed,
-    eventually,
     produce,
     read_topic,
     running,
@@ -23,6 +22,7 @@ from pipeline_support import (
     sms_value,
 )
 from pymongo import AsyncMongoClient
+from support import eventually
 from test_sink import ferret_table
 
 from stream.devkit.stack import StackEndpoints

@@ -20,7 +20,7 @@ def _ready_sample(body: bytes) -> float:
 async def test_metrics_report_readiness_as_the_probe_does() -> None:
     mongo_up = False
     probes = Probes(
-        last_iteration=lambda: 0.0,
+        loop_stalled_s=lambda: 0.0,
         joined=lambda: True,
         mongo_ok=lambda: mongo_up,
         limiter_open=lambda: True,

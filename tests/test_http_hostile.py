@@ -24,17 +24,17 @@ from dataclasses import dataclass
 
 import pytest
 
-from stream.processors.httpclient import (
+from stream.processors.apiclient import (
     MAX_BODY_BYTES,
     ApiClient,
     BadEncoding,
     ConnectionLost,
-    HttpClient,
     HttpClientError,
     ProtocolFault,
     Reply,
     Timeout,
 )
+from stream.processors.httpclient import HttpClient
 from stream.processors.httpxclient import HttpxClient
 
 Script = Callable[[asyncio.StreamWriter], Awaitable[None]]

@@ -14,17 +14,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from pipeline_support import eventually
+from support import eventually
 
 from stream.processors import httpclient
-from stream.processors.httpclient import (
+from stream.processors.apiclient import (
     BadEncoding,
     ConnectFailed,
     ConnectionLost,
-    HttpClient,
     ProtocolFault,
     Timeout,
 )
+from stream.processors.httpclient import HttpClient
 
 Answer = Callable[[int, bytes], bytes | None]
 """(request number on this server, request bytes) -> bytes to send, None to close."""
@@ -258,6 +258,7 @@ async def test_a_timeout_drops_the_connection() -> None:
 
 async def test_a_cancelled_call_never_leaves_its_answer_for_the_next() -> None:
     release = asyncio.Event()
+    received = asyncio.Event()
 
     async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -266,6 +267,7 @@ async def test_a_cancelled_call_never_leaves_its_answer_for_the_next() -> None:
                 await reader.readexactly(2)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break
+            received.set()
             await release.wait()
             writer.write(_ok(b"late"))
         writer.close()
@@ -275,7 +277,7 @@ async def test_a_cancelled_call_never_leaves_its_answer_for_the_next() -> None:
     client = HttpClient(f"http://127.0.0.1:{port}/", {}, timeout_s=5.0, connect_timeout_s=1.0)
     try:
         task = asyncio.ensure_future(client.post(b"{}"))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(received.wait(), 5)  # the request sent, its answer held back
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from pipeline_support import committed, eventually
+from pipeline_support import committed
+from support import eventually
 
 from stream.adapters.kafka_security import ssl_context
 from stream.config import Settings

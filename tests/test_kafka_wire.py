@@ -18,8 +18,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.protocol.fetch import FetchRequest
 from java_producer import JavaProducer, send_line
-from pipeline_support import eventually, produce, read_topic, running, settings_for, sms_value
+from pipeline_support import produce, read_topic, running, settings_for, sms_value
 from prometheus_client import REGISTRY
+from support import eventually
 
 from stream.adapters.raw_records import GroupConsumer
 from stream.config import Settings

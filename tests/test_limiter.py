@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import ManualClock
 
 from stream.devkit import limiter_sim as sim
 from stream.processors.limiter import (
@@ -32,16 +33,6 @@ from stream.processors.limiter import (
 )
 
 SEEDS = range(10)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fill(limiter: AdaptiveLimiter) -> list[Permit]:
@@ -71,7 +62,7 @@ def test_rejects_bounds_out_of_order() -> None:
 
 
 def test_slow_start_doubles_per_round_trip_and_stops_at_the_maximum() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=4, max_limit=20, clock=clock)
     batch, seen = fill(limiter), []
     for _ in range(4):  # round trips of a backlog: each finished call is replaced at once
@@ -87,7 +78,7 @@ def test_slow_start_doubles_per_round_trip_and_stops_at_the_maximum() -> None:
 
 
 def test_an_unused_limit_does_not_grow() -> None:
-    limiter = AdaptiveLimiter(initial_limit=10, clock=FakeClock())
+    limiter = AdaptiveLimiter(initial_limit=10, clock=ManualClock())
     for _ in range(100):
         permit = limiter.try_acquire()
         assert permit is not None
@@ -96,7 +87,7 @@ def test_an_unused_limit_does_not_grow() -> None:
 
 
 def test_latency_alone_never_shrinks_the_limit() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     for latency in (0.1, 5.0, 60.0, 600.0):
         clock.now += latency
@@ -108,7 +99,7 @@ def test_latency_alone_never_shrinks_the_limit() -> None:
 
 
 def test_one_burst_of_drops_is_one_decrease() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     clock.now = 30.0  # long calm: the gentlest decrease
     permits = fill(limiter)
@@ -120,14 +111,14 @@ def test_one_burst_of_drops_is_one_decrease() -> None:
 
 
 def test_drops_in_quick_succession_decrease_harder() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=16, clock=clock)
     fill(limiter)[-1].dropped()  # at t=0: no calm at all
     assert limiter.state.limit == pytest.approx(16 * BETA_MIN)
 
 
 def test_an_outage_goes_to_the_floor_backs_off_and_recovers() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(min_limit=2, initial_limit=16, clock=clock)
     clock.now = 30.0
     for _ in range(3):  # every call fails; each round's calls started after the last decrease
@@ -154,7 +145,7 @@ def test_calls_sent_before_an_outage_began_do_not_lower_the_last_good_limit() ->
     # When the upstream dies, calls in flight from before it still succeed between the first
     # drops. Each such success took the (already cut) limit as the last good one: over real
     # HTTP 79 became 3.7 within a second, and the restart at half of it never recovered.
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(min_limit=1, initial_limit=40, clock=clock)
     clock.now = 30.0
     old = fill(limiter)  # 40 calls in flight when the upstream dies
@@ -178,7 +169,7 @@ def test_an_answer_overtaken_by_later_ones_is_not_a_new_quota_window() -> None:
     # A slow answer arrives after answers to calls sent later, with a higher "remaining"
     # and a Reset rounded up a second later. Taken for a new window, it would move the
     # window's end out and under-spend every 10 s window by ~3 % (482 of 500).
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     slow, *later = fill(limiter)
     clock.now = 0.1
@@ -190,7 +181,7 @@ def test_an_answer_overtaken_by_later_ones_is_not_a_new_quota_window() -> None:
 
 
 def test_a_retry_after_pause_holds_back_new_calls_only() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     first, second = limiter.try_acquire(), limiter.try_acquire()
     assert first is not None
@@ -210,7 +201,7 @@ def test_a_retry_after_pause_holds_back_new_calls_only() -> None:
 
 
 def test_the_rate_gauge_counts_successes_per_second() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=64, clock=clock)
     for _ in range(600):  # 20 successes per second for 30 s
         clock.now += 0.05
@@ -221,7 +212,7 @@ def test_the_rate_gauge_counts_successes_per_second() -> None:
 
 
 def test_the_limit_stays_within_its_bounds() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(min_limit=3, initial_limit=3, max_limit=5, clock=clock)
     for _ in range(20):
         clock.now += 1.0
@@ -236,7 +227,7 @@ def test_the_limit_stays_within_its_bounds() -> None:
 
 
 def test_only_the_first_report_counts() -> None:
-    limiter = AdaptiveLimiter(clock=FakeClock())
+    limiter = AdaptiveLimiter(clock=ManualClock())
     permit = limiter.try_acquire()
     assert permit is not None
     permit.success(0.1)
@@ -249,7 +240,7 @@ def test_only_the_first_report_counts() -> None:
 
 
 def test_ignore_frees_the_slot_and_changes_nothing_else() -> None:
-    limiter = AdaptiveLimiter(initial_limit=2, clock=FakeClock())
+    limiter = AdaptiveLimiter(initial_limit=2, clock=ManualClock())
     for permit in fill(limiter):
         permit.ignore()
     state = limiter.state
@@ -257,7 +248,7 @@ def test_ignore_frees_the_slot_and_changes_nothing_else() -> None:
 
 
 def test_a_fractional_limit_is_kept_on_average() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=4, clock=clock)
     permits = fill(limiter)
     permits.pop().dropped()  # at t=0, with no calm at all: limit 4 * BETA_MIN (2.8)
@@ -282,7 +273,7 @@ def test_a_fractional_limit_is_kept_on_average() -> None:
 
 
 def test_the_fractional_slot_reopens_after_its_debt_is_paid() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=4, clock=clock)
     permits = fill(limiter)
     permits.pop().dropped()  # limit 4 * BETA_MIN (2.8), three calls left in flight
@@ -299,7 +290,7 @@ def test_the_fractional_slot_reopens_after_its_debt_is_paid() -> None:
 
 
 def test_the_rate_cap_spaces_calls() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=64, rate_max=10.0, clock=clock)
     granted = 0
     while clock.now <= 10.0:
@@ -315,7 +306,7 @@ def test_the_rate_cap_spaces_calls() -> None:
 def test_a_timer_a_little_late_keeps_the_pace_on_schedule() -> None:
     # asyncio's timers fire up to a millisecond late: without keeping to the schedule, a
     # 100/s pace sent about 90/s.
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=64, rate_max=100.0, clock=clock)
     granted = 0
     while clock.now <= 10.0:
@@ -329,7 +320,7 @@ def test_a_timer_a_little_late_keeps_the_pace_on_schedule() -> None:
 
 
 def test_a_call_late_for_a_slot_does_not_let_the_next_come_early() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=1, max_limit=1, rate_max=100.0, clock=clock)
     first = limiter.try_acquire()
     assert first is not None
@@ -345,7 +336,7 @@ def test_rare_refusals_at_a_rate_that_holds_keep_the_estimate() -> None:
     # A bare 503 per 200 calls is timing jitter (calls reach the upstream milliseconds off
     # their spacing), not a rate too high: trimming the estimate each time ratcheted a strict
     # 100/s down to half of it over real HTTP.
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     calls = 0
     while clock.now < 60.0:
@@ -369,7 +360,7 @@ def test_a_first_estimate_far_too_high_behind_a_window_falls_in_a_few_refusals()
     # calls accepted in 0.1 s). Cutting it by QUICK_CUT per refusal took 15 refusals, each
     # a whole-second Retry-After; the segments between refusals show the window's rate (its
     # quota per window) after a few.
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=8, clock=clock)
     window_start, used = 0.0, 0
     estimates: list[float] = []
@@ -397,7 +388,7 @@ def test_a_burst_refused_in_the_instant_it_was_sent_leaves_the_rate_unknown() ->
     # The first refusal's rate is the calls accepted over the time since the start: with no
     # time passed (a coarse clock, or virtual time) that divided by zero inside the permit's
     # report, an exception out of the HTTP processor's call.
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(initial_limit=32, clock=clock)
     *accepted, refused = fill(limiter)
     for permit in accepted:
@@ -422,7 +413,7 @@ def test_a_burst_refused_in_the_instant_it_was_sent_leaves_the_rate_unknown() ->
     )
 )
 def test_invariants_hold_for_any_sequence_of_events(ops: list[tuple[str, int]]) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = AdaptiveLimiter(min_limit=2, initial_limit=4, max_limit=12, clock=clock)
     open_permits: list[Permit] = []
     drops = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from support import ManualClock
 
 from stream.processors.limiter.admission import Admission
 from stream.processors.limiter.concurrency import (
@@ -24,17 +25,6 @@ from stream.processors.limiter.estimator import (
 from stream.processors.limiter.pacer import LATENESS_ALLOWANCE, TIMER_LATENESS_MAX_S, Pacer
 from stream.processors.limiter.pause import Pauses
 from stream.processors.limiter.quota import QUOTA_MIN_RATE, Quota, QuotaPace, parse_quota
-
-
-class ManualClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 # ---------------------------------------------------------------------------- quota headers
 
@@ -82,7 +72,7 @@ def test_a_quota_with_nothing_spendable_paces_at_the_minimum() -> None:
 
 def test_pauses_count_once_and_total_their_overlap_once() -> None:
     clock = ManualClock()
-    pauses = Pauses(clock)
+    pauses = Pauses(clock.monotonic)
     pauses.hold(2.0)
     clock.now = 1.0
     pauses.hold(3.0)  # extends the running one
@@ -128,7 +118,7 @@ def test_an_unpaced_grant_schedules_nothing() -> None:
 
 
 def limit(initial: int = 8, *, clock: ManualClock | None = None) -> ConcurrencyLimit:
-    return ConcurrencyLimit(1, 64, initial, Pauses(clock or ManualClock()), 0.0)
+    return ConcurrencyLimit(1, 64, initial, Pauses((clock or ManualClock()).monotonic), 0.0)
 
 
 def test_slow_start_adds_a_slot_per_success_in_use() -> None:
@@ -162,7 +152,7 @@ def test_a_news_drop_decreases_by_beta_of_its_calm() -> None:
 
 def test_a_pause_ending_counts_as_the_last_drop_for_calm() -> None:
     clock = ManualClock()
-    pauses = Pauses(clock)
+    pauses = Pauses(clock.monotonic)
     concurrency = ConcurrencyLimit(1, 64, 8, pauses, 0.0)
     pauses.hold(10.0)
     assert concurrency.calm(12.0) == 2.0
@@ -202,7 +192,7 @@ def test_the_fractional_slot_opens_for_its_share_of_the_time() -> None:
 
 
 def test_the_first_refusal_measures_the_calls_accepted_per_second() -> None:
-    estimator = RateEstimator(Pauses(ManualClock()), 0.0)
+    estimator = RateEstimator(Pauses(ManualClock().monotonic), 0.0)
     assert estimator.pace(0.0, -math.inf) is None
     for n in range(100):
         estimator.on_grant(n * 0.02)  # 50/s for 2 s
@@ -212,13 +202,13 @@ def test_the_first_refusal_measures_the_calls_accepted_per_second() -> None:
 
 
 def test_a_refusal_with_nothing_accepted_since_the_last_asks_to_hold_back() -> None:
-    estimator = RateEstimator(Pauses(ManualClock()), 0.0)
+    estimator = RateEstimator(Pauses(ManualClock().monotonic), 0.0)
     estimator.on_refusal(2.0, seq=101, at=2.0, pace=math.inf, paused=0.0)
     assert not estimator.on_refusal(2.0, seq=102, at=2.0, pace=math.inf, paused=0.0)
 
 
 def test_the_pace_probes_up_to_twice_the_estimate_after_the_probe_wait() -> None:
-    estimator = RateEstimator(Pauses(ManualClock()), 0.0)
+    estimator = RateEstimator(Pauses(ManualClock().monotonic), 0.0)
     for n in range(100):
         estimator.on_grant(n * 0.02)
     estimator.on_refusal(2.0, seq=101, at=2.0, pace=math.inf, paused=0.0)
@@ -234,7 +224,7 @@ def test_a_long_retry_after_bounds_the_first_estimate(retry_after_s: float, rate
     # 500 calls in 0.5 s, then a Retry-After: to a fixed window's end (the window's rate,
     # less a second of rounding), or a bucket's usual second (no bound: the burst's rate).
     clock = ManualClock()
-    pauses = Pauses(clock)
+    pauses = Pauses(clock.monotonic)
     estimator = RateEstimator(pauses, 0.0)
     for n in range(500):
         estimator.on_grant(n * 0.001)

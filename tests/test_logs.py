@@ -10,6 +10,7 @@ from typing import NamedTuple
 import orjson
 import pytest
 from aiokafka.errors import GroupCoordinatorNotAvailableError, InvalidTopicError
+from support import ManualClock
 
 from stream.config import Settings
 from stream.observability import logs
@@ -33,14 +34,6 @@ class TP(NamedTuple):
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -126,8 +119,8 @@ def test_configure_picks_text_on_a_terminal_and_json_elsewhere(restore_logging: 
 
 
 def test_retriable_kafka_errors_are_lowered_and_real_ones_kept() -> None:
-    clock = Clock()
-    noise = RetriableKafkaErrors(logging.INFO, clock)
+    clock = ManualClock()
+    noise = RetriableKafkaErrors(logging.INFO, clock.monotonic)
     coordinator = _record(
         "Group Coordinator Request failed: %s",
         GroupCoordinatorNotAvailableError(),
@@ -170,7 +163,7 @@ def test_retriable_kafka_errors_are_lowered_and_real_ones_kept() -> None:
 
 
 def test_debug_level_shows_lowered_kafka_errors_during_the_grace() -> None:
-    noise = RetriableKafkaErrors(logging.DEBUG, Clock())
+    noise = RetriableKafkaErrors(logging.DEBUG, ManualClock().monotonic)
     record = _record(
         "Group Coordinator Request failed: %s",
         GroupCoordinatorNotAvailableError(),
@@ -182,11 +175,11 @@ def test_debug_level_shows_lowered_kafka_errors_during_the_grace() -> None:
 
 
 def test_a_librarys_repeated_line_is_said_once_a_window_with_the_count() -> None:
-    now = [0.0]
-    repeated = RepeatedLibraryLines(clock=lambda: now[0])
+    clock = ManualClock()
+    repeated = RepeatedLibraryLines(clock=clock.monotonic)
     lines = [_library_record("Unable connect to node with id %s", 1) for _ in range(5)]
     assert [repeated.filter(r) for r in lines] == [True, False, False, False, False]
-    now[0] += REPEAT_WINDOW_S
+    clock.now += REPEAT_WINDOW_S
     later = _library_record("Unable connect to node with id %s", 1)
     assert repeated.filter(later)
     assert later.__dict__["repeated"] == 4

@@ -8,15 +8,8 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from pipeline_support import (
-    committed,
-    eventually,
-    produce,
-    read_topic,
-    running,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import committed, produce, read_topic, running, settings_for, sms_value
+from support import eventually
 
 from stream.devkit.fakes import ScriptedProcessor
 from stream.engine.failures import (

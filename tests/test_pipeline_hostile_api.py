@@ -23,15 +23,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from pipeline_support import (
-    StreamProcess,
-    committed,
-    eventually,
-    produce,
-    read_topic,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import StreamProcess, committed, produce, read_topic, settings_for, sms_value
+from support import eventually
 
 from stream.devkit.stack import StackEndpoints
 from stream.sms.parser import parse_sms

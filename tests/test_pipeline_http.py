@@ -6,15 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
-from pipeline_support import (
-    committed,
-    eventually,
-    produce,
-    read_topic,
-    running,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import committed, produce, read_topic, running, settings_for, sms_value
+from support import eventually
 
 from stream.devkit.upstream import ReferenceUpstream, UpstreamBehaviour
 from stream.engine.failures import ATTEMPT, ERROR_CLASS, header

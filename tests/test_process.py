@@ -9,15 +9,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from pipeline_support import (
-    StreamProcess,
-    committed,
-    eventually,
-    produce,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import StreamProcess, committed, produce, settings_for, sms_value
 from prometheus_client.parser import text_string_to_metric_families
+from support import eventually
 
 pytestmark = pytest.mark.stack
 

@@ -8,17 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pipeline_support import (
-    StreamProcess,
-    committed,
-    eventually,
-    produce,
-    running,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import StreamProcess, committed, produce, running, settings_for, sms_value
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
+from support import eventually
 
 from stream.devkit.fakes import ScriptedProcessor
 from stream.errors import SystemicError

@@ -30,16 +30,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewPartitions, NewTopic
 from aiokafka.errors import KafkaError
-from pipeline_support import (
-    StreamProcess,
-    eventually,
-    produce,
-    read_topic,
-    running,
-    settings_for,
-    sms_value,
-)
+from pipeline_support import StreamProcess, produce, read_topic, running, settings_for, sms_value
 from prometheus_client.parser import text_string_to_metric_families
+from support import eventually
 
 from stream.adapters.topics import MISSING_TOPIC_REASON
 from stream.config import Settings

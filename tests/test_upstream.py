@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import ManualClock
 
 from stream.devkit.upstream import (
     Phase,
@@ -179,20 +180,20 @@ async def test_schedule_phases_apply_in_order_and_the_last_holds(
 
 
 async def test_schedule_phases_switch_at_their_boundaries(client: httpx.AsyncClient) -> None:
-    now = [100.0]
+    clock = ManualClock()
     schedule = parse_schedule(
         "1s:rate=0,error_rate=1,2s:error_rate=0,latency=0.001,0s:max_concurrency=7"
     )
-    async with ReferenceUpstream(schedule=schedule, clock=lambda: now[0]) as up:
+    async with ReferenceUpstream(schedule=schedule, clock=clock.monotonic) as up:
         assert (await client.post(up.url, json=SMS)).status_code == 500
-        now[0] += 0.999
+        clock.now += 0.999
         assert up.behaviour == UpstreamBehaviour(error_rate=1.0)
-        now[0] += 0.002
+        clock.now += 0.002
         assert (await client.post(up.url, json=SMS)).status_code == 200
         assert up.behaviour == UpstreamBehaviour(latency=0.001)
-        now[0] += 2.0
+        clock.now += 2.0
         assert up.behaviour == UpstreamBehaviour(latency=0.001, max_concurrency=7)
-        now[0] += 1000.0
+        clock.now += 1000.0
         assert up.behaviour.max_concurrency == 7
         history = up.stats()["history"]
         assert history == [{"t": 0, "500": 1}, {"t": 1, "ok": 1}]
@@ -355,22 +356,12 @@ async def test_cli_serves_until_sigterm(client: httpx.AsyncClient) -> None:
             await process.wait()
 
 
-class _Clock:
-    """A clock the test moves by hand (the upstream's limiters read it)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_fixed_window_refuses_to_its_end_and_then_resets(
     client: httpx.AsyncClient,
 ) -> None:
-    clock = _Clock()
+    clock = ManualClock()
     behaviour = UpstreamBehaviour(rate=2.5, window=2.0, quota_headers="x")  # 5 per window
-    async with ReferenceUpstream(behaviour, clock=clock) as up:
+    async with ReferenceUpstream(behaviour, clock=clock.monotonic) as up:
         first = [await client.post(up.url, json=SMS) for _ in range(7)]
         assert [r.status_code for r in first] == [200] * 5 + [429] * 2
         assert [r.headers["x-ratelimit-remaining"] for r in first] == [
@@ -389,9 +380,9 @@ async def test_a_fixed_window_refuses_to_its_end_and_then_resets(
 
 @pytest.mark.parametrize("form", ["x", "x-unix", "ietf", "structured"])
 async def test_quota_headers_in_each_format_read_back(client: httpx.AsyncClient, form: str) -> None:
-    clock = _Clock()
+    clock = ManualClock()
     behaviour = UpstreamBehaviour(rate=10.0, window=60.0, quota_headers=form)
-    async with ReferenceUpstream(behaviour, clock=clock) as up:
+    async with ReferenceUpstream(behaviour, clock=clock.monotonic) as up:
         await client.post(up.url, json=SMS)
         clock.now += 20.0
         response = await client.post(up.url, json=SMS)
@@ -404,9 +395,9 @@ async def test_quota_headers_in_each_format_read_back(client: httpx.AsyncClient,
 
 
 async def test_strict_spacing_refuses_with_a_bare_503(client: httpx.AsyncClient) -> None:
-    clock = _Clock()
+    clock = ManualClock()
     behaviour = UpstreamBehaviour(rate=8.0, burst=1.0, refuse_503=True)  # one per 0.125 s
-    async with ReferenceUpstream(behaviour, clock=clock) as up:
+    async with ReferenceUpstream(behaviour, clock=clock.monotonic) as up:
         assert (await client.post(up.url, json=SMS)).status_code == 200
         clock.now += 0.0625  # half the spacing (binary fractions: exact arithmetic)
         refused = await client.post(up.url, json=SMS)

@@ -6,7 +6,7 @@ stored". That is an upsert with `$setOnInsert` semantics (the first stored proce
 SMS wins), chosen over per-document `ReplaceOne(upsert=True)` because it is one batched
 insert on every server: on FerretDB/SQLite it measured 8,300 docs/s against 34 for upserts.
 
-Every failure is classified, none crashes the member:
+Every failure is classified (the codes in `mongo_errors`), none crashes the member:
 
     connection error, timeout, or a code in TRANSIENT_CODES  -> retry the batch (backoff)
     write concern error (e.g. 64 wtimeout)                   -> retry the batch (backoff)
@@ -43,9 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import bson
@@ -53,22 +52,34 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     BulkWriteError,
-    ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
-    WriteConcernError,
 )
 from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
+from stream.adapters.mongo_errors import (
+    CONFIGURATION_CODES,
+    DOCUMENT_CODES,
+    DUPLICATE_KEY_CODES,
+    ID_INDEX,
+    SERVER_CODES,
+    TRANSIENT_CODES,
+    UNSUPPORTED_OPTION_CODES,
+    duplicate_index,
+    duplicate_rejection,
+    error_code,
+    is_transient,
+    unencodable,
+)
 from stream.config import Settings
 from stream.engine.ports import DocumentRejected, WriteOutcome
 from stream.errors import SystemicError
 from stream.observability import metrics
 from stream.sms.codec import BSON_MAX_BYTES
 
-__all__ = ["DOCUMENT_CODES", "SERVER_CODES", "TRANSIENT_CODES", "MongoSink"]
+__all__ = ["MongoSink"]
 
 log = logging.getLogger(__name__)
 
@@ -90,65 +101,10 @@ UNCLASSIFIED_ATTEMPTS = 5
 """A per-document error with a code we don't know: retried this often (a blip would clear),
 then dead-lettered (a document the server keeps refusing must not hold the batch forever)."""
 
-DUPLICATE_KEY_CODES = frozenset((11000, 11001, 12582))
-"""A unique index holds the key already, across server versions: on `_id`, already stored."""
-ID_INDEX = "_id_"
-DUPLICATE_KEY_REASON = "duplicate_key"
 REFUSED_REASON = "mongo_refused"
 """The halt's reason when the server refuses every write past the bound."""
 PROBE_ID = "stream-write-probe"
 """`_id` of the document a probe inserts and deletes when the collection is empty."""
-_INDEX_IN_MESSAGE = re.compile(r"index: (\S+)")
-TRANSIENT_CODES = frozenset(
-    (
-        6,  # HostUnreachable
-        7,  # HostNotFound
-        50,  # MaxTimeMSExpired
-        64,  # WriteConcernFailed (wtimeout)
-        89,  # NetworkTimeout
-        91,  # ShutdownInProgress
-        112,  # WriteConflict
-        189,  # PrimarySteppedDown
-        262,  # ExceededTimeLimit
-        9001,  # SocketException
-        10058,  # LegacyNotPrimary
-        10107,  # NotWritablePrimary
-        11600,  # InterruptedAtShutdown
-        11602,  # InterruptedDueToReplStateChange
-        13435,  # NotPrimaryNoSecondaryOk
-        13436,  # NotPrimaryOrSecondary
-    )
-)
-"""The retryable-writes spec's codes (as in pymongo's helpers) plus WriteConflict, MaxTimeMS
-and WriteConcernFailed: the server or the cluster, not the document, failed."""
-DOCUMENT_CODES = frozenset(
-    (
-        2,  # BadValue (FerretDB: nested arrays, Infinity, a `$` key)
-        14,  # TypeMismatch
-        15,  # Overflow (nested too deep)
-        22,  # InvalidBSON
-        52,  # DollarPrefixedFieldName
-        53,  # InvalidIdField
-        55,  # InvalidDBRef
-        56,  # EmptyFieldName
-        57,  # DottedFieldName
-        121,  # DocumentValidationFailure (a collection validator)
-        10334,  # BSONObjectTooLarge
-        17280,  # KeyTooLong (index key over 1 KiB, servers before 4.2)
-    )
-)
-"""Codes that say this document can never be stored as it is."""
-SERVER_CODES = frozenset(
-    (
-        24,  # LockTimeout
-        46,  # LockBusy
-        14031,  # OutOfDiskSpace
-    )
-)
-"""Codes that say the server cannot write anything now, whatever the document (no probe:
-a duplicate-key probe may pass on a full disk); bounded by `halt_after_s`, unlike transient
-ones, as each needs an operator."""
-
 INDEXES = (
     IndexModel([("sender", ASCENDING), ("received_at", DESCENDING)], name="sender_received_at"),
     IndexModel(
@@ -166,49 +122,6 @@ TRANSACTIONS_INDEX = IndexModel(
 """Transactions of one account, newest first; partial: only transactions carry the key."""
 ACCOUNT_INDEX = IndexModel(_ACCOUNT_KEYS, name="account_received_at")
 """The same, for servers without `partialFilterExpression` (FerretDB v1)."""
-_UNSUPPORTED_OPTION_CODES = frozenset((2, 67, 197, 238))
-"""BadValue, CannotCreateIndex, InvalidIndexSpecificationOption, NotImplemented."""
-
-
-CONFIGURATION_CODES = frozenset((13, 18))
-"""Unauthorized, AuthenticationFailed: every write fails alike until an operator fixes the
-credentials; retried (readiness false), never blamed on a document."""
-
-
-def _code(exc: PyMongoError) -> int | None:
-    return exc.code if isinstance(exc, OperationFailure) else None
-
-
-def _is_transient(exc: PyMongoError) -> bool:
-    return (
-        isinstance(exc, (ConnectionFailure, WriteConcernError))
-        or exc.has_error_label("RetryableWriteError")
-        or _code(exc) in TRANSIENT_CODES
-    )
-
-
-def _duplicate_index(error: Mapping[str, Any]) -> str | None:
-    """The unique index a duplicate-key write error is on, None when the server does not say
-    (MongoDB gives `keyPattern` and names it in `errmsg`; FerretDB does neither)."""
-    pattern = error.get("keyPattern")
-    match = _INDEX_IN_MESSAGE.search(str(error.get("errmsg", "")))
-    if isinstance(pattern, Mapping) and pattern:
-        if list(pattern) == ["_id"]:
-            return ID_INDEX
-        keys = ", ".join(map(str, pattern))
-        return f"{match.group(1)} ({keys})" if match is not None else f"on ({keys})"
-    return None if match is None else match.group(1)
-
-
-def _unencodable(document: dict[str, Any], max_bytes: int) -> str | None:
-    """Why BSON cannot carry `document` to the server, or None if it can."""
-    try:
-        size = len(bson.encode(document))
-    except (bson.InvalidDocument, OverflowError, ValueError, RecursionError) as exc:
-        return f"not BSON-encodable: {type(exc).__name__}: {exc}"
-    if size > max_bytes:
-        return f"document is {size} bytes, over the server's {max_bytes}"
-    return None
 
 
 class MongoSink:
@@ -296,7 +209,7 @@ class MongoSink:
                 try:
                     await self._collection.create_indexes([TRANSACTIONS_INDEX])
                 except OperationFailure as exc:
-                    if exc.code not in _UNSUPPORTED_OPTION_CODES:
+                    if exc.code not in UNSUPPORTED_OPTION_CODES:
                         raise
                     log.info("partial indexes not supported (code %s): plain index", exc.code)
                     await self._collection.create_indexes([ACCOUNT_INDEX])
@@ -354,7 +267,7 @@ class MongoSink:
                     remaining = [item for item in remaining if item[0] not in failed]
                 except OperationFailure as exc:
                     if (
-                        _is_transient(exc)
+                        is_transient(exc)
                         or exc.code in CONFIGURATION_CODES
                         or await self._server_refuses(exc.code)
                     ):
@@ -415,11 +328,11 @@ class MongoSink:
             original, document = remaining[error["index"]]
             message = f"code {code}: {error.get('errmsg', '')}"
             if code in DUPLICATE_KEY_CODES:
-                index = _duplicate_index(error)
+                index = duplicate_index(error)
                 if index is None:
                     unnamed[document["_id"]] = original
                 elif index != ID_INDEX:
-                    refused.append(_duplicate(original, index, message))
+                    refused.append(duplicate_rejection(original, index, message))
             elif code in TRANSIENT_CODES:
                 retry = True
             elif code in DOCUMENT_CODES:
@@ -457,7 +370,7 @@ class MongoSink:
         ]
         name = " or ".join(unique) or "(unnamed)"
         message = "the server did not name the index, and the id is not stored"
-        return [_duplicate(duplicates[i], name, message) for i in missing]
+        return [duplicate_rejection(duplicates[i], name, message) for i in missing]
 
     async def _server_refuses(self, code: int | None) -> bool:
         """Whether an error with `code` is the server's (see the module docstring); the
@@ -468,7 +381,7 @@ class MongoSink:
                 error = await self._probe_write()
             finally:
                 self._failing_writes -= 1
-            if error is None or not (_code(error) == code or _is_transient(error)):
+            if error is None or not (error_code(error) == code or is_transient(error)):
                 return False
         if self._refusing_since is None:
             self._refusing_since = self._clock()
@@ -510,7 +423,7 @@ class MongoSink:
         refused = [
             DocumentRejected(index, reason)
             for index, document in remaining
-            if (reason := _unencodable(document, BSON_MAX_BYTES)) is not None
+            if (reason := unencodable(document, BSON_MAX_BYTES)) is not None
         ]
         if not refused:
             raise exc
@@ -524,7 +437,7 @@ class MongoSink:
         elif now - self._last_logged < LOG_EVERY_S:
             return
         self._last_logged = now
-        kind = "unavailable" if _is_transient(exc) else "refused the write"
+        kind = "unavailable" if is_transient(exc) else "refused the write"
         log.warning(
             "mongo at %s %s for %.0fs, retrying in %.1fs: %s: %s",
             self._hosts,
@@ -543,9 +456,3 @@ class MongoSink:
                 self._clock() - self._failing_since,
             )
             self._failing_since = None
-
-
-def _duplicate(index: int, unique_index: str, message: str) -> DocumentRejected:
-    return DocumentRejected(
-        index, f"duplicate key on unique index {unique_index}: {message}", DUPLICATE_KEY_REASON
-    )

@@ -7,7 +7,7 @@ They behave like the real parts in what the engine relies on, and no more:
     FakeSink       documents by `_id`, insert-if-absent; can refuse ids, hold writes, or
                    refuse every write (a server-wide fault)
     FakePublisher  records by topic, acknowledged at once or held (a Kafka outage)
-    ManualClock    time that moves only when the test calls `advance`
+    ManualClock    time that moves only when the test calls `advance` or sets `now`
     ScriptedProcessor  outcomes chosen per SMS id (transient, permanent, systemic, held)
 """
 
@@ -37,18 +37,20 @@ __all__ = [
 
 
 class ManualClock:
-    """Wall and monotonic time that advance together, only through `advance`."""
+    """Wall and monotonic time that advance together, only when a test (or a simulation)
+    moves them. Monotonic seconds start at 0 and are exactly what was set, so a limiter's
+    instants compare without rounding; wall time is `start` plus them."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self._now = start
         self._start = start
+        self._now = 0.0
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def time(self) -> float:
-        return self._now
+        return self._start + self._now
 
     def monotonic(self) -> float:
-        return self._now - self._start
+        return self._now
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -58,14 +60,30 @@ class ManualClock:
         self._sleepers.append((self._now + seconds, future))
         await future
 
-    def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose time has come."""
-        self._now += seconds
-        due = [(at, f) for at, f in self._sleepers if at <= self._now]
-        self._sleepers = [(at, f) for at, f in self._sleepers if at > self._now]
+    @property
+    def sleepers(self) -> int:
+        """How many `sleep` calls are waiting for time to move."""
+        return sum(1 for _, future in self._sleepers if not future.done())
+
+    @property
+    def now(self) -> float:
+        """Monotonic seconds; setting it moves time to that instant (never back)."""
+        return self._now
+
+    @now.setter
+    def now(self, instant: float) -> None:
+        if instant < self._now:
+            raise ValueError(f"time does not go back: {instant} < {self._now}")
+        self._now = instant
+        due = [(at, f) for at, f in self._sleepers if at <= instant]
+        self._sleepers = [(at, f) for at, f in self._sleepers if at > instant]
         for _, future in due:
             if not future.done():
                 future.set_result(None)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake every sleeper whose time has come."""
+        self.now = self._now + seconds
 
 
 class FakeConsumer:
@@ -96,6 +114,8 @@ class FakeConsumer:
         UnicodeDecodeError, after moving the positions of the partitions taken before."""
         self.stable_offsets: dict[TopicPartition, int] = {}
         """Last stable offsets the test set (an open transaction); else the log end."""
+        self.fetches = 0
+        """`getmany` calls answered: a test waits on it to see the loop keep fetching."""
 
     # ----------------------------------------------------------------- test controls
 
@@ -214,6 +234,7 @@ class FakeConsumer:
         """Records after each position of the fetchable partitions (of `partitions`, when
         given); waits (real time, at most `timeout_ms`) for an append or a resume when
         there are none."""
+        self.fetches += 1
         fetched = self._take(max_records, partitions)
         if not fetched and timeout_ms > 0:
             self._arrived.clear()

@@ -29,8 +29,8 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from stream.clock import Clock
 from stream.config import Settings
-from stream.engine.clock import Clock
 from stream.engine.failures import Delivery, Failure, Origin, origin_of, route
 from stream.engine.halt import DLQ_BREAKER_REASON, DeadLetterBreaker, Halted
 from stream.engine.offsets import PartitionOffsets

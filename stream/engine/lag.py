@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from stream.engine.clock import Clock
+from stream.clock import Clock
 from stream.engine.offsets import OffsetTracker
 from stream.engine.ports import Consumer
 from stream.observability import metrics

@@ -7,7 +7,6 @@ not holding every call back, consumption not halted), which a restart would not 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +25,8 @@ LIVENESS_STALL_S = 60.0
 class Probes:
     """Read-only views of the running process, polled by the endpoints."""
 
-    last_iteration: Callable[[], float]
+    loop_stalled_s: Callable[[], float]
+    """Seconds since the loop last turned, on the runtime's clock."""
     joined: Callable[[], bool]
     mongo_ok: Callable[[], bool]
     limiter_open: Callable[[], bool]
@@ -49,7 +49,7 @@ def routes(probes: Probes) -> Routes:
         return Response(200, {"content-type": CONTENT_TYPE_LATEST}, generate_latest())
 
     async def healthz(_: Request) -> Response:
-        stalled_s = time.monotonic() - probes.last_iteration()
+        stalled_s = probes.loop_stalled_s()
         ok = stalled_s < LIVENESS_STALL_S
         return json_response({"ok": ok, "loop_stalled_s": round(stalled_s, 3)}, 200 if ok else 503)
 

@@ -42,27 +42,27 @@ import hashlib
 import logging
 import socket
 import ssl
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import orjson
 
+from stream.clock import Clock, SystemClock
 from stream.config import Settings
 from stream.errors import PermanentError, SystemicError, TransientError
 from stream.observability.metrics import API_LATENCY, API_RESPONSES, PROCESSING_DURATION
-from stream.processors.httpclient import (
+from stream.processors.apiclient import (
     ApiClient,
     BadEncoding,
     ConnectFailed,
-    HttpClient,
     HttpClientError,
     InvalidUrl,
     ProtocolFault,
     Reply,
     Timeout,
 )
+from stream.processors.httpclient import HttpClient
 from stream.processors.httpxclient import HttpxClient
 from stream.processors.lifecycle import Lifecycle
 from stream.processors.limiter import AdaptiveLimiter, Permit, parse_quota
@@ -177,8 +177,9 @@ class HttpProcessor(Lifecycle):
         *,
         max_attempts: int = MAX_ATTEMPTS,
         retry_budget_s: float = RETRY_BUDGET_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
+        clock = clock or SystemClock()
         self._limiter = AdaptiveLimiter(
             min_limit=settings.limit_min,
             max_limit=settings.limit_max,
@@ -239,29 +240,29 @@ class HttpProcessor(Lifecycle):
         payload = orjson.dumps(
             {"id": sms.id, "sender": sms.sender, "body": sms.body, "received_at": sms.received_at}
         )
-        started = self._clock()
+        started = self._clock.monotonic()
         attempt = 1
         outcome = await self._call(payload, retry=False, key=idempotency_key(sms.id, attempt))
         while isinstance(outcome, TransientError) and attempt < self._max_attempts:
-            elapsed = self._clock() - started
+            elapsed = self._clock.monotonic() - started
             if elapsed + (outcome.retry_after or 0.0) >= self._retry_budget_s:
                 break
             attempt += 1
             logger.debug("retrying SMS after %s (attempt %d)", outcome.reason, attempt)
             outcome = await self._call(payload, retry=True, key=idempotency_key(sms.id, attempt))
-        PROCESSING_DURATION.observe(self._clock() - started)
+        PROCESSING_DURATION.observe(self._clock.monotonic() - started)
         return outcome
 
     async def _call(self, payload: bytes, *, retry: bool, key: str | None = None) -> Outcome:
         """One API call under one permit; the permit reports ignore() if we are cancelled.
         A retry is granted before calls still queued (its batch waits for nothing else)."""
         with await self._limiter.acquire(first=retry) as permit:
-            started = time.perf_counter()
+            started = self._clock.monotonic()
             try:
                 reply = await self._client.post(payload, idempotency_key=key)
             except HttpClientError as exc:
                 return self._failed(exc, permit)
-            latency = time.perf_counter() - started
+            latency = self._clock.monotonic() - started
             API_LATENCY.observe(latency)
             return self._classify(reply, permit, latency)
 
@@ -303,7 +304,7 @@ class HttpProcessor(Lifecycle):
 
     def _classify(self, reply: Reply, permit: Permit, latency: float) -> Outcome:
         status = reply.status
-        quota = parse_quota(reply.headers)
+        quota = parse_quota(reply.headers, now_unix=self._clock.time())
         if 200 <= status < 300:
             API_RESPONSES.labels("2xx").inc()
             permit.success(latency, quota)
@@ -317,7 +318,9 @@ class HttpProcessor(Lifecycle):
                 return exc
         if status == 408 or status == 429 or 500 <= status < 600:
             API_RESPONSES.labels("429" if status == 429 else f"{status // 100}xx").inc()
-            retry_after = parse_retry_after(reply.headers.get("retry-after"))
+            retry_after = parse_retry_after(
+                reply.headers.get("retry-after"), datetime.fromtimestamp(self._clock.time(), UTC)
+            )
             if status in REFUSAL_STATUSES:
                 permit.dropped(retry_after, status=status, quota=quota)
             elif status in CAPACITY_STATUSES:

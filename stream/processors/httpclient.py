@@ -6,8 +6,9 @@ between its grant and the socket write is jitter it sees; httpx costs ~1 ms per 
 answers, though, is where hostile and buggy upstreams hurt (chunk sizes, lengths, 1xx
 floods, smuggling): that is left to h11, a sans-IO parser maintained with public security
 advisories, and on top of it we enforce hard limits on everything an answer can carry
-(each a constant below). Our code keeps the asyncio Protocol, the keep-alive pool, one
-total deadline per call, a streaming, capped gzip/deflate inflater, and the request bytes:
+(each a constant, here or in `apiclient`). Our code keeps the asyncio Protocol, the
+keep-alive pool, one total deadline per call, a streaming, capped gzip/deflate inflater
+(`apiclient.Inflater`, shared with the httpx backend), and the request bytes:
 a head prebuilt (and validated by h11) once per client, with only the length, the key and
 the body added per call. h11 is told each request's framing (method, target, Host,
 Content-Length, body), all it needs to read the answer; building each request through h11
@@ -20,181 +21,50 @@ same `Idempotency-Key`, so the API can tell it from a new attempt). Left out on 
 redirects (a 3xx is an answer), proxies, client certificates, cookies, HTTP/2; the httpx
 backend (`httpxclient.py`) covers proxies and client certificates.
 
-Every way a call can fail raises an HttpClientError subclass; nothing raised in a protocol
-callback reaches the event loop's exception handler.
+Every way a call can fail raises an `apiclient.HttpClientError` subclass; nothing raised in
+a protocol callback reaches the event loop's exception handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import ssl
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
-from urllib.parse import urlsplit
 
 import h11
 
-__all__ = [
-    "HAPPY_EYEBALLS_DELAY_S",
-    "KEEPALIVE_EXPIRY_S",
-    "MAX_BODY_BYTES",
-    "MAX_DECODED_BYTES",
-    "MAX_HEADERS",
-    "MAX_HEAD_BYTES",
-    "MAX_INFORMATIONAL",
-    "USER_AGENT",
-    "ApiClient",
-    "BadEncoding",
-    "ConnectFailed",
-    "ConnectionLost",
-    "HttpClient",
-    "HttpClientError",
-    "Inflater",
-    "InvalidUrl",
-    "ProtocolFault",
-    "Reply",
-    "Timeout",
-    "check_head",
-]
+from stream.processors.apiclient import (
+    KEEPALIVE_EXPIRY_S,
+    MAX_BODY_BYTES,
+    MAX_HEADERS,
+    USER_AGENT,
+    ConnectFailed,
+    ConnectionLost,
+    HttpClientError,
+    Inflater,
+    InvalidUrl,
+    ProtocolFault,
+    Reply,
+    Timeout,
+    check_head,
+    parse_url,
+)
+
+__all__ = ["HAPPY_EYEBALLS_DELAY_S", "MAX_HEAD_BYTES", "MAX_INFORMATIONAL", "HttpClient"]
 
 logger = logging.getLogger(__name__)
 
-KEEPALIVE_EXPIRY_S = 5.0
-"""An idle connection older than this is closed: servers close idle ones after 5-75 s,
-reusing one they are closing costs a failed call, and an idle one holds a descriptor."""
 MAX_HEAD_BYTES = 16 << 10
 """A response head (status line and headers; each 1xx head too) larger than this is not
 from a parse API. h11 stops buffering at this size, so a head never dripping its blank line
 costs at most this much memory."""
-MAX_HEADERS = 100
-"""Header lines over all heads of one answer (1xx included): a parse API sends ~10."""
 MAX_INFORMATIONAL = 5
 """1xx heads before the answer: h11 skips any number of them, so a flood is counted here."""
-MAX_BODY_BYTES = 1 << 20
-"""Body bytes on the wire, whatever the framing (length, chunked, until close): a parse
-result is a few hundred bytes, and 64 calls in flight then hold at most 64 MiB."""
-MAX_DECODED_BYTES = 1 << 20
-"""A gzip/deflate body inflated past this is a bomb (1 KiB of zeros packs to ~30 bytes):
-the inflater stops at the cap instead of allocating what the body asks for."""
 HAPPY_EYEBALLS_DELAY_S = 0.25
 """RFC 8305's delay before trying the next address: a broken IPv6 route costs this, not
 the whole connect timeout."""
-USER_AGENT = f"stream/{importlib.metadata.version('stream')}"
-"""Sent with every call: WAF rules refuse requests without one (a 403, read as a bad token)."""
-
-
-class HttpClientError(Exception):
-    """A call that got no usable answer; the message names neither URL nor token."""
-
-
-class ConnectFailed(HttpClientError):
-    """No connection: refused, unreachable, DNS or TLS failure (the cause is chained)."""
-
-
-class InvalidUrl(HttpClientError):
-    """The URL's host cannot be encoded for DNS: every call would fail the same way."""
-
-
-class Timeout(HttpClientError):
-    """No complete answer within the call's deadline (connecting and writing included)."""
-
-
-class ConnectionLost(HttpClientError):
-    """The connection broke (reset, closed) before a whole answer."""
-
-
-class ProtocolFault(HttpClientError):
-    """The answer is not valid HTTP/1.1, is ambiguous, or exceeds one of the limits."""
-
-
-class BadEncoding(HttpClientError):
-    """The body's Content-Encoding is unknown or does not decode."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An answer: status, headers by lower-case name (repeats joined by ", "), body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class ApiClient(Protocol):
-    """What the HTTP processor needs of a backend (ours or httpx)."""
-
-    @property
-    def open_connections(self) -> int: ...
-
-    async def post(self, body: bytes, *, idempotency_key: str | None = None) -> Reply:
-        """One POST within the call's deadline; raises an HttpClientError subclass."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-def parse_url(url: str) -> tuple[str, int, bool, str, str]:
-    """(host, port, tls, authority, target) of an http(s) URL; InvalidUrl when the host
-    cannot be encoded, ValueError when it is not an http(s) URL with a host."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("an http:// or https:// URL with a host is required")
-    host = parts.hostname
-    try:
-        host.encode("idna")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except (UnicodeError, ValueError):
-        raise InvalidUrl("the host name or port of the URL cannot be encoded") from None
-    authority = parts.netloc.rpartition("@")[2]
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return host, port, parts.scheme == "https", authority, target
-
-
-def check_head(headers: Mapping[str, str], status: int) -> None:
-    """Where h11 (and httpcore) are lenient, we are strict: both framings at once is how
-    requests are smuggled; the answer is refused and its connection closed."""
-    if "content-length" in headers and "transfer-encoding" in headers:
-        raise ProtocolFault(f"HTTP {status} with both Content-Length and Transfer-Encoding")
-    length = headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise ProtocolFault("Content-Length over the body limit")
-
-
-class Inflater:
-    """Decodes a body as it arrives, never past MAX_DECODED_BYTES."""
-
-    def __init__(self, encoding: str) -> None:
-        if encoding not in ("gzip", "x-gzip", "deflate"):
-            raise BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}")
-        # 32 + MAX_WBITS: a zlib or a gzip header, detected (RFC 9110's "deflate" is zlib).
-        self._inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)
-        self._size = 0
-
-    def feed(self, data: bytes) -> bytes:
-        try:
-            out = self._inflater.decompress(data, MAX_DECODED_BYTES - self._size + 1)
-        except zlib.error:
-            raise BadEncoding("body does not decode") from None
-        return self._counted(out)
-
-    def finish(self) -> bytes:
-        try:
-            out = self._inflater.flush(MAX_DECODED_BYTES - self._size + 1)
-        except zlib.error:
-            raise BadEncoding("body does not decode") from None
-        if not self._inflater.eof:
-            raise BadEncoding("body is truncated")
-        return self._counted(out)
-
-    def _counted(self, out: bytes) -> bytes:
-        self._size += len(out)
-        if self._size > MAX_DECODED_BYTES:
-            raise ProtocolFault("decoded body over the size limit")
-        return out
 
 
 def _headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

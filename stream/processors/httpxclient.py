@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import httpx
 
 from stream.errors import ConfigError
-from stream.processors.httpclient import (
+from stream.processors.apiclient import (
     KEEPALIVE_EXPIRY_S,
     MAX_BODY_BYTES,
     MAX_HEADERS,

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from stream.devkit.fakes import ManualClock
 from stream.devkit.limiter_sim.spec import Outcome, Phase, Scenario, Upstream
 from stream.devkit.limiter_sim.trace import Call, Trace
 from stream.devkit.ratelimit import FixedWindow, TokenBucket, whole_seconds
@@ -171,6 +172,7 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
     """Run one scenario with one seed; deterministic."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not secrecy
     now = 0.0
+    clock = ManualClock()  # the limiter's time: the current event's
     client = scenario.client
     gate: _Gate
     limiter: AdaptiveLimiter | None = None
@@ -180,7 +182,7 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
             max_limit=client.max_limit,
             initial_limit=client.initial_limit,
             rate_max=client.rate_max,
-            clock=lambda: now,
+            clock=clock,
         )
         gate = limiter
     else:
@@ -210,6 +212,7 @@ def simulate(scenario: Scenario, seed: int) -> Trace:
         if at > scenario.duration_s:
             break
         now = at
+        clock.now = at
         if kind == _DONE:
             call = cast(_Pending, payload)
             answer = call.answer

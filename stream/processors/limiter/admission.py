@@ -17,11 +17,11 @@ very code in virtual time; the async waiting is a shell around it (`waiting`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
+from stream.clock import Clock
 from stream.processors.limiter.concurrency import BACKOFF_BASE_S, ConcurrencyLimit
 from stream.processors.limiter.estimator import RateEstimator
 from stream.processors.limiter.pacer import Pacer
@@ -147,7 +147,8 @@ class Permit:
 
 
 class Admission:
-    """The synchronous limiter: grants permits and takes their reports, on `clock`.
+    """The synchronous limiter: grants permits and takes their reports, on `clock`'s
+    monotonic seconds.
 
     Raises ValueError for bounds that do not satisfy 1 <= min <= initial <= max.
     """
@@ -159,7 +160,7 @@ class Admission:
         max_limit: int,
         initial_limit: int,
         rate_max: float,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         if not 1 <= min_limit <= initial_limit <= max_limit:
             raise ValueError(
@@ -168,9 +169,9 @@ class Admission:
             )
         if rate_max < 0:
             raise ValueError(f"rate_max must be >= 0, got {rate_max}")
-        self._clock = clock
-        now = clock()
-        self._pauses = Pauses(clock)
+        self._now = clock.monotonic  # every decision reads the clock's monotonic seconds
+        now = self._now()
+        self._pauses = Pauses(self._now)
         self._concurrency = ConcurrencyLimit(min_limit, max_limit, initial_limit, self._pauses, now)
         self._estimator = RateEstimator(self._pauses, now)
         self._pacer = Pacer()
@@ -186,7 +187,7 @@ class Admission:
     @property
     def state(self) -> LimiterState:
         """A snapshot for metrics and tests."""
-        now = self._clock()
+        now = self._now()
         pace = self._pace(now)
         concurrency = self._concurrency
         return LimiterState(
@@ -207,7 +208,7 @@ class Admission:
 
     def try_acquire(self) -> Permit | None:
         """A permit if a call may start now, else None; never waits."""
-        now = self._clock()
+        now = self._now()
         if now < self._pauses.until:
             return None
         concurrency = self._concurrency
@@ -236,7 +237,7 @@ class Admission:
 
         None: only a report (a call finishing) can open a slot. A time <= now: try now.
         """
-        now = self._clock()
+        now = self._now()
         at = max(now, self._pauses.until, self._pacer.next_send)
         self._concurrency.integrate(now)
         opens = self._concurrency.open_at(now)
@@ -258,7 +259,7 @@ class Admission:
     # ------------------------------------------------------------------ reports
 
     def _on_success(self, permit: Permit, latency_s: float, quota: Quota | None) -> None:
-        now = self._clock()
+        now = self._now()
         in_use, since_last, recovered = self._concurrency.on_success(
             now, permit._seq, permit._epoch, permit._depth
         )
@@ -281,7 +282,7 @@ class Admission:
         status: int | None,
         quota: Quota | None,
     ) -> None:
-        now = self._clock()
+        now = self._now()
         concurrency = self._concurrency
         concurrency.integrate(now)
         concurrency.release(permit._seq)
@@ -323,7 +324,7 @@ class Admission:
             self._pauses.hold(permit.started_at + BACKOFF_BASE_S)
 
     def _on_ignore(self, permit: Permit) -> None:
-        self._concurrency.integrate(self._clock())
+        self._concurrency.integrate(self._now())
         self._concurrency.release(permit._seq)
         self._wake()
 

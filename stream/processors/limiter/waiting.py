@@ -13,8 +13,8 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Callable
 
+from stream.clock import Clock, SystemClock
 from stream.processors.limiter.admission import Admission, Permit
 
 __all__ = ["PRECISE_GAP_MIN_S", "TIMER_EARLY_S", "AdaptiveLimiter"]
@@ -45,14 +45,14 @@ class AdaptiveLimiter(Admission):
         max_limit: int = 256,
         initial_limit: int = 4,
         rate_max: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__(
             min_limit=min_limit,
             max_limit=max_limit,
             initial_limit=initial_limit,
             rate_max=rate_max,
-            clock=clock,
+            clock=clock or SystemClock(),
         )
         # Parked waiters (FIFO), how many were woken but have not yet run, and the single
         # timer for wake-ups that only time can bring.
@@ -106,7 +106,7 @@ class AdaptiveLimiter(Admission):
         if not self._waiters:
             self._cancel_timer()
             return
-        now = self._clock()
+        now = self._now()
         grantable = self._grantable(now)
         free = grantable - self._woken
         while free > 0 and self._waiters:
@@ -126,7 +126,7 @@ class AdaptiveLimiter(Admission):
             self._timer = self._loop.call_later(max(0.0, at - now - early), self._on_timer)
 
     def _on_timer(self) -> None:
-        wait = self._timer_at - self._clock()
+        wait = self._timer_at - self._now()
         if 0.0 < wait <= TIMER_EARLY_S:
             time.sleep(wait)  # the last stretch, finer than asyncio's millisecond timers
         self._timer = None

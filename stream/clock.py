@@ -1,7 +1,10 @@
-"""Time, injected: the engine reads it only from a `Clock`, so tests can drive it by hand.
+"""Time, injected: one `Clock` for the whole runtime, so tests can drive it by hand.
 
-`stream.devkit.fakes.ManualClock` is the test double: time moves only when a test says so,
-which makes "paused until exactly its not-before" a plain assertion.
+The engine, the limiter and the HTTP processor read time only from the `Clock` the
+composition root (`stream.app`) passes them, so a limiter's pause and the loop's readiness
+check compare instants of one clock. `stream.devkit.fakes.ManualClock` is the test double:
+time moves only when a test says so, which makes "paused until exactly its not-before" a
+plain assertion.
 """
 
 from __future__ import annotations
