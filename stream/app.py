@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from stream.adapters.kafka import new_consumer, new_producer
+from stream.adapters.kafka_security import start as start_client
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
 from stream.adapters.status import MemberView, StatusReporter, member_key
@@ -157,8 +158,8 @@ async def serve(
         stack.push_async_callback(sink.aclose)
         await sink.ensure_indexes()
         producer = new_producer(settings)
-        await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
+        await start_client(producer, settings)
         key = member_key(settings)
         consumer = new_consumer(settings, client_id=f"stream-{key}")
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
@@ -175,7 +176,7 @@ async def serve(
         server = await stack.enter_async_context(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
-        await consumer.start()
+        await start_client(consumer, settings)
         watcher = asyncio.create_task(_watch(limiter, sink, clock))
         stack.callback(watcher.cancel)
         reporter = StatusReporter(settings, key, _member_view(loop, consumer, clock))
