@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -116,6 +117,39 @@ def _member_view(loop: ConsumerLoop, consumer: AIOKafkaConsumer, clock: Clock) -
     )
 
 
+class _Background:
+    """Tasks that live as long as the member. One that dies (a bug: each handles the
+    failures it expects) is logged and stops the member, whose `serve` then raises its
+    exception after the drain: a member must not run on without its gauges or its topic
+    checks."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failure: BaseException | None = None
+
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._ended)
+        self._tasks.append(task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            error = RuntimeError(f"{task.get_name()} returned")
+        log.error("%s died; stopping the member", task.get_name(), exc_info=error)
+        if self.failure is None:
+            self.failure = error
+        self._stop.set()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 SHUTDOWN_STEP_TIMEOUT_S = 1.5
 """Leaving the group and flushing the producer take milliseconds with a broker; without
 one, each gives up after this, so that with the final commit's 2 s and the status
@@ -134,7 +168,9 @@ async def serve(
 ) -> bool:
     """Run one group member until `stop` is set; raises on a bug or an unusable setting.
 
-    Returns True when the stop drained and committed everything in flight. `processor`
+    Returns True when the stop drained and committed everything in flight. A background
+    task that dies stops the member too, and its exception is raised after the drain.
+    `processor`
     replaces the one the settings name (tests inject failures through it); the caller then
     owns its lifecycle.
     """
@@ -177,16 +213,16 @@ async def serve(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
         await start_client(consumer, settings)
-        watcher = asyncio.create_task(_watch(limiter, sink, clock))
-        stack.callback(watcher.cancel)
+        background = _Background(stop)
+        stack.push_async_callback(background.aclose)
+        background.start("the limiter and MongoDB watch", _watch(limiter, sink, clock))
         reporter = StatusReporter(settings, key, _member_view(loop, consumer, clock))
         reporter.start()
         stack.push_async_callback(reporter.aclose)
         loop.subscribe(topology.retry_topics)
-        reconciling = asyncio.create_task(
-            topics.watch(lambda changed: loop.subscribe(changed.retry_topics))
+        background.start(
+            "the topic check", topics.watch(lambda changed: loop.subscribe(changed.retry_topics))
         )
-        stack.callback(reconciling.cancel)
         log.info(
             "started",
             extra={
@@ -199,6 +235,8 @@ async def serve(
             },
         )
         drained = await loop.run(stop)
+        if background.failure is not None:
+            raise background.failure
         if drained:
             log.info("stopped: drained and committed")
         else:
