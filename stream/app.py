@@ -85,10 +85,13 @@ def _probe(
 ) -> Callable[[], Awaitable[SystemicError | None]]:
     """The halt probe: a halt ends only when the topics are whole again and neither the
     upstream nor MongoDB is at fault (any may have caused it, and resuming into another's
-    fault halts again)."""
+    fault halts again). The three are asked at once: the engine bounds the whole probe by
+    what one check may take, so asked in turn a slow one would leave the next unasked. The
+    fault reported is the first in the order topics, upstream, MongoDB."""
 
     async def probe() -> SystemicError | None:
-        return await topics.probe() or await processor.probe() or await sink.probe()
+        faults = await asyncio.gather(topics.probe(), processor.probe(), sink.probe())
+        return next((fault for fault in faults if fault is not None), None)
 
     return probe
 
