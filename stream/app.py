@@ -191,8 +191,7 @@ async def serve(
             settings.mongo_db,
             settings.mongo_collection,
             halt_after_s=settings.mongo_halt_after_s,
-            sleep=clock.sleep,
-            clock=clock.monotonic,
+            clock=clock,
         )
         stack.push_async_callback(sink.aclose)
         await sink.ensure_indexes()
