@@ -4,9 +4,10 @@ Resources open in one AsyncExitStack and close in reverse order, so on SIGTERM/S
 loop drains and commits first, then the consumer leaves the group, then the producer
 flushes, then MongoDB and the HTTP client close.
 
-A stop takes at most the drain bound plus 11 s when Kafka does not answer: the final
+A stop takes at most the drain bound plus 12 s when Kafka does not answer: the final
 commit's 2 s, the status tombstone's and its producer's 0.5 s each, the HTTP server's 5 s
-grace for answers in progress, and `SHUTDOWN_STEP_TIMEOUT_S` each for leaving the group and
+grace for answers in progress and 1 s to close those it then cuts (a client that stopped
+reading), and `SHUTDOWN_STEP_TIMEOUT_S` each for leaving the group and
 flushing the producer. Closing MongoDB, the HTTP client and the admin is local. With Kafka
 answering, and no slow scrape in progress, it takes milliseconds beyond the drain.
 """
