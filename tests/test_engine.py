@@ -540,3 +540,21 @@ async def test_a_rebalance_on_the_way_to_the_lag_gauges_does_not_crash_the_loop(
         await e.settled("settled after the rebalance")
         assert not e.task.done(), "the loop is still running"
         assert e.stored() == {f"sms-{n}" for n in range(6)}
+
+
+async def test_a_subscription_change_commits_settled_work_before_the_assignment_goes() -> None:
+    """Subscribing drops the assignment at once (aiokafka), so no commit succeeds until
+    the next one: work in flight when the topics change is settled and committed first,
+    and a stop in the window before the rebalance still drains cleanly."""
+    release = asyncio.Event()
+    processor = ScriptedProcessor(held={"sms-0": release})
+    more = [RETRY_1.topic, RETRY_2.topic, f"{TOPIC}.retry.3"]
+    async with engine(processor=processor) as e:
+        e.consumer.append(MAIN, sms(0))
+        await eventually(lambda: processor.attempts.get("sms-0") == 1, what="held call")
+        e.loop.subscribe(more)
+        release.set()
+        await eventually(lambda: e.consumer.topics == [TOPIC, *more], what="resubscribed")
+        assert e.committed() == 1, "the settled record committed before the subscription"
+        e.stop.set()
+        assert await asyncio.wait_for(e.task, 5) is True, "the stop drained everything"

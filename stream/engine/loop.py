@@ -128,12 +128,34 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         """Consume the main topic and `retry_topics` (default: the configured ones); called
         again when the broker's topics change, which makes the member join again.
 
-        During a rebalance the change waits for the next iteration after it: aiokafka
-        loses a subscription changed while its assignment callback runs (no rejoin)."""
+        Subscribing drops the assignment at once (aiokafka), after which no commit
+        succeeds until the next assignment; so with partitions assigned the change waits
+        for the next iteration, which settles and commits the work in flight first. During
+        a rebalance it waits too: aiokafka loses a subscription changed while its
+        assignment callback runs (no rejoin)."""
         self._wanted_retry = (
             self._settings.retry_topics if retry_topics is None else tuple(retry_topics)
         )
-        if not self._rebalancing:
+        if not self._rebalancing and not self._consumer.assignment():
+            self._resubscribe()
+
+    async def _settle_and_resubscribe(self) -> None:
+        """Apply a pending subscription change: stop fetching, give the batches in flight
+        drain_timeout (the rest are cancelled and read again), commit, then subscribe."""
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        abandoned = await self._settle_or_cancel(list(self._batches))
+        if abandoned:
+            log.warning(
+                "subscription change: batches not settled in time were cancelled; their "
+                "records are read again",
+                extra={"partitions": partitions_field(abandoned)},
+            )
+        self._rewind(abandoned)
+        await self._skip_gaps(assigned - abandoned)
+        await self._commit()
+        if not self._rebalancing:  # a rebalance may have begun in the awaits above
             self._resubscribe()
 
     def _resubscribe(self) -> None:
@@ -168,8 +190,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self.last_iteration = self._clock.monotonic()
         if self._failure is not None:
             raise self._failure
-        if not self._rebalancing:
-            self._resubscribe()
+        if self._wanted_retry is not None and not self._rebalancing:
+            await self._settle_and_resubscribe()
         if self._halt_request is not None:
             await self._enter_halt(self._halt_request)
         if self.halt is not None:
