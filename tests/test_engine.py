@@ -558,3 +558,17 @@ async def test_a_subscription_change_commits_settled_work_before_the_assignment_
         assert e.committed() == 1, "the settled record committed before the subscription"
         e.stop.set()
         assert await asyncio.wait_for(e.task, 5) is True, "the stop drained everything"
+
+
+async def test_a_revoked_partition_left_in_the_tracker_does_not_block_commits() -> None:
+    """aiokafka refuses a whole commit that names a partition not assigned: commits name
+    only assigned partitions, so one stale entry cannot stop every later commit."""
+    stale = TopicPartition(f"{TOPIC}.retry.3", 0)
+    async with engine() as e:
+        state = e.loop._tracker.partition(stale)  # as a late path re-creating revoked state
+        state.track([0])
+        state.settle([0])
+        for n in range(3):
+            e.consumer.append(MAIN, sms(n))
+        await e.settled("the assigned partition commits")
+        assert stale not in e.consumer.committed_offsets

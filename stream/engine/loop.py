@@ -305,8 +305,13 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
     async def _commit(
         self, tps: Iterable[TopicPartition] | None = None, timeout_s: float = COMMIT_TIMEOUT_S
     ) -> bool:
-        """Commit the settled prefixes (of all partitions, or of `tps`); False if it failed."""
-        offsets = self._tracker.committable(tps)
+        """Commit the settled prefixes (of all partitions, or of `tps`); False if it failed.
+
+        Only assigned partitions: aiokafka refuses a whole commit that names another."""
+        assigned = self._consumer.assignment()
+        offsets = {
+            tp: offset for tp, offset in self._tracker.committable(tps).items() if tp in assigned
+        }
         if not offsets:
             return True
         try:
