@@ -4,7 +4,11 @@ partitions it had already taken; every record is still processed once and commit
 
 from __future__ import annotations
 
-from test_engine import MAIN, RETRY_1, engine, eventually, sms
+from aiokafka import ConsumerRecord, TopicPartition
+from support import turns
+from test_engine import MAIN, RETRY_1, RETRY_2, engine, eventually, sms
+
+from stream.devkit.fakes import FakeConsumer
 
 
 async def test_records_taken_before_the_failure_and_the_unreadable_batch_are_all_processed(
@@ -22,3 +26,41 @@ async def test_records_taken_before_the_failure_and_the_unreadable_batch_are_all
         assert e.topic("sms.dlq") == []
         assert e.committed(MAIN) == 5
         assert e.committed(RETRY_1) == 3
+
+
+class _RevokedWhileReadingRaw(FakeConsumer):
+    """A rebalance revokes the partition while its unreadable batch is being read, as a
+    real group's can during any await on the broker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revoke_once: set[TopicPartition] | None = None
+
+    async def read_raw(
+        self, partition: TopicPartition, offset: int
+    ) -> tuple[list[ConsumerRecord[bytes, bytes]], int]:
+        if self.revoke_once is not None:
+            keep, self.revoke_once = self.revoke_once, None
+            await self.assign(keep)
+        return await super().read_raw(partition, offset)
+
+
+async def test_a_revocation_during_the_unreadable_read_loses_nothing() -> None:
+    """The records gathered before the revocation are neither committed past (no gap skip
+    while they are untracked) nor kept for a partition no longer assigned (no seek on it,
+    no tracker state for it); once assigned again they are all read and committed."""
+    consumer = _RevokedWhileReadingRaw()
+    consumer.revoke_once = {MAIN, RETRY_2}
+    async with engine(consumer=consumer) as e:
+        for n in range(3):
+            e.consumer.append(RETRY_1, sms(n))
+        e.consumer.undecodable.add((RETRY_1, 1))
+        await eventually(lambda: consumer.revoke_once is None, what="revoked while reading")
+        await turns(e.loop)
+        assert e.committed(RETRY_1) is None, "nothing committed past the gathered records"
+        assert not e.task.done(), "the loop is still running"
+        await e.consumer.assign({MAIN, RETRY_1, RETRY_2})
+        await eventually(
+            lambda: e.stored() == {f"sms-{n}" for n in range(3)}, what="all 3 stored"
+        )
+        await e.settled()

@@ -107,6 +107,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._retry_topics = frozenset(settings.retry_topics)
         self._wanted_retry: tuple[str, ...] | None = None
         self._rebalancing = False
+        self._reading_unreadable = False
         self._batches: dict[asyncio.Task[None], frozenset[TopicPartition]] = {}
         self._in_flight = 0
         self._not_before: dict[TopicPartition, float] = {}
@@ -246,8 +247,15 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             try:
                 fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
             except UnicodeDecodeError:  # a batch the client cannot read: see unreadable.py
-                fetched = await fetch_past_unreadable(self._consumer, self._tracker, room)
+                self._reading_unreadable = True
+                try:
+                    fetched = await fetch_past_unreadable(self._consumer, self._tracker, room)
+                finally:
+                    self._reading_unreadable = False
+            assigned = self._consumer.assignment()
             for tp, records in fetched.items():
+                if tp not in assigned:
+                    continue  # revoked in the await: tracking it would bring its state back
                 room -= len(records)
                 if tp.topic in self._retry_topics:
                     records = self._due(tp, records)
@@ -347,7 +355,12 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
     async def _skip_gaps(self, tps: Iterable[TopicPartition]) -> None:
         """Let partitions with nothing unsettled commit up to the client's position, which
-        passes transaction markers and aborted records without returning them."""
+        passes transaction markers and aborted records without returning them.
+
+        Not while past an unreadable batch: the records gathered there are not tracked
+        yet, and the position is past them."""
+        if self._reading_unreadable:
+            return
         assigned = self._consumer.assignment()  # a revocation may come after it changed
         states = {tp: self._tracker.partition(tp) for tp in tps if tp in assigned}
         idle = [  # fetched from (so its position is known) with nothing unsettled
