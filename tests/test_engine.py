@@ -572,3 +572,30 @@ async def test_a_revoked_partition_left_in_the_tracker_does_not_block_commits() 
             e.consumer.append(MAIN, sms(n))
         await e.settled("the assigned partition commits")
         assert stale not in e.consumer.committed_offsets
+
+
+class _CommittedAnswersOnceAllAsked(FakeConsumer):
+    """A coordinator that answers committed-offset requests only once every partition of
+    the assignment has been asked: a member that asks one at a time waits out each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+        self.answered = 0
+        self._all_asked = asyncio.Event()
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        self.asked += 1
+        if self.asked >= len(self.assignment()):
+            self._all_asked.set()
+        await self._all_asked.wait()
+        self.answered += 1
+        return await super().committed(partition)
+
+
+async def test_committed_offsets_of_an_assignment_are_asked_together() -> None:
+    """The rebalance callback asks for every partition's committed offset at once, under
+    one bound, so a slow coordinator holds the rebalance for one bound, not one each."""
+    consumer = _CommittedAnswersOnceAllAsked()
+    async with engine(consumer=consumer):
+        assert consumer.answered == 3

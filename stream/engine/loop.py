@@ -65,7 +65,7 @@ GATHER_SLICE_S = 0.005
 """While batches are in flight, look every 5 ms whether they are done: a record waits at
 most this long once the sink is free (one getmany costs ~20 µs)."""
 COMMITTED_TIMEOUT_S = 5.0
-"""Reading a committed offset after an assignment is only for the lag gauge."""
+"""Reading the committed offsets of an assignment (all at once) is only for the lag gauge."""
 PROBE_TIMEOUT_S = 30.0
 """A probe is one API call bounded by the client's own timeouts; this bounds a stuck one."""
 COMMIT_FAILURE_LOG_EVERY_S = 30.0
@@ -517,12 +517,18 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         applies its pauses only between fetches); remember committed offsets for lag."""
         if assigned and (self.halt is not None or self._halt_request is not None):
             self._consumer.pause(*assigned)
-        for tp in assigned:
-            state = self._tracker.partition(tp)
-            with contextlib.suppress(KafkaError, TimeoutError):
-                state.committed = await asyncio.wait_for(
-                    self._consumer.committed(tp), COMMITTED_TIMEOUT_S
-                )
+        tps = list(assigned)
+        states = [self._tracker.partition(tp) for tp in tps]
+        with contextlib.suppress(TimeoutError):
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    *(self._consumer.committed(tp) for tp in tps), return_exceptions=True
+                ),
+                COMMITTED_TIMEOUT_S,
+            )
+            for state, answer in zip(states, answers, strict=True):
+                if answer is None or isinstance(answer, int):
+                    state.committed = answer
         self.joined = True
         self._rebalancing = False
         log.info("partitions assigned", extra={"partitions": partitions_field(assigned)})
