@@ -4,11 +4,15 @@ partitions it had already taken; every record is still processed once and commit
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from support import turns
 from test_engine import MAIN, RETRY_1, RETRY_2, engine, eventually, sms
 
 from stream.devkit.fakes import FakeConsumer
+from stream.engine import unreadable
 
 
 async def test_records_taken_before_the_failure_and_the_unreadable_batch_are_all_processed(
@@ -60,6 +64,41 @@ async def test_a_revocation_during_the_unreadable_read_loses_nothing() -> None:
         assert e.committed(RETRY_1) is None, "nothing committed past the gathered records"
         assert not e.task.done(), "the loop is still running"
         await e.consumer.assign({MAIN, RETRY_1, RETRY_2})
+        await eventually(
+            lambda: e.stored() == {f"sms-{n}" for n in range(3)}, what="all 3 stored"
+        )
+        await e.settled()
+
+
+class _RawReadHangs(FakeConsumer):
+    """A broker that takes the raw read and never answers, until the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answering = asyncio.Event()
+        self.raw_reads = 0
+
+    async def read_raw(
+        self, partition: TopicPartition, offset: int
+    ) -> tuple[list[ConsumerRecord[bytes, bytes]], int]:
+        self.raw_reads += 1
+        await self.answering.wait()
+        return await super().read_raw(partition, offset)
+
+
+async def test_a_raw_read_the_broker_never_answers_does_not_hold_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The raw read has a deadline: past it the loop goes on (and finds the batch again at
+    the next fetch) instead of waiting on the broker for ever."""
+    monkeypatch.setattr(unreadable, "READ_TIMEOUT_S", 0.05)
+    consumer = _RawReadHangs()
+    async with engine(consumer=consumer) as e:
+        for n in range(3):
+            e.consumer.append(RETRY_1, sms(n))
+        e.consumer.undecodable.add((RETRY_1, 1))
+        await eventually(lambda: consumer.raw_reads >= 2, what="the raw read tried again")
+        consumer.answering.set()
         await eventually(
             lambda: e.stored() == {f"sms-{n}" for n in range(3)}, what="all 3 stored"
         )

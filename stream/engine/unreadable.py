@@ -42,6 +42,9 @@ partition that yields nothing within this is left to the next regular fetch."""
 BEGINNING_OFFSETS_TIMEOUT_S = 1.0
 """Asking the broker where a partition starts: a round trip; past this the broker is unwell
 and the partition is left to the next fetch."""
+READ_TIMEOUT_S = 10.0
+"""The position and the raw batch (up to the client's fetch size): past this the broker is
+unwell, and the next fetch finds the batch again."""
 
 Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
@@ -91,11 +94,11 @@ async def _read_raw(
     offset when the batch cannot be read now."""
     offset: int | None = None
     try:
-        offset = await consumer.read_position(tp)
-        records, after = await consumer.read_raw(tp, offset)
-    except KafkaError as exc:
+        offset = await asyncio.wait_for(consumer.read_position(tp), READ_TIMEOUT_S)
+        records, after = await asyncio.wait_for(consumer.read_raw(tp, offset), READ_TIMEOUT_S)
+    except (KafkaError, TimeoutError) as exc:
         log.warning(
-            "cannot read the batch at %s-%d@%s past a header key that is not UTF-8 (%s); "
+            "cannot read the batch at %s-%d@%s past a header key that is not UTF-8 (%r); "
             "trying again at the next fetch",
             tp.topic, tp.partition, offset, exc,
         )
