@@ -15,14 +15,19 @@ The loop only orchestrates. Per iteration:
    offset reaches the log end.
 A batch that raises `Halted` halts consumption: the other batches get `drain_timeout` to
 settle, settled offsets are committed, every partition is paused and rewound to its first
-unsettled record; the processor's probe, every `halt_probe_interval`, ends a halt it can.
+unsettled record; the probe (topics, processor, MongoDB), every `halt_probe_interval`, ends
+a halt it can.
 Partitions assigned during a halt are paused as they are assigned, and a batch that meets
 the halt under way is rewound too, so a rebalance never strands records behind a halt.
 On revocation, batches holding revoked partitions get `drain_timeout` to settle; the rest
 are cancelled (so they stop publishing copies the new owner will publish too), settled
 offsets are committed and the partitions' state is dropped. On stop, fetching stops,
 everything in flight gets `drain_timeout`, the rest is cancelled, offsets commit.
-Every await on Kafka has a deadline, so neither a stop nor a rebalance can hang on a broker.
+A change of the consumed topics waits for the next iteration, which settles or cancels the
+batches in flight and commits before subscribing: subscribing drops the assignment at once,
+and no commit succeeds until the next one.
+Every await on Kafka has a deadline (`getmany`'s own timeout, else `asyncio.wait_for`), so
+neither a stop nor a rebalance can hang on a broker.
 """
 
 from __future__ import annotations
