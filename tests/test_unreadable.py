@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from support import turns
 from test_engine import MAIN, RETRY_1, RETRY_2, engine, eventually, sms
 
@@ -101,5 +102,31 @@ async def test_a_raw_read_the_broker_never_answers_does_not_hold_the_loop(
         consumer.answering.set()
         await eventually(
             lambda: e.stored() == {f"sms-{n}" for n in range(3)}, what="all 3 stored"
+        )
+        await e.settled()
+
+
+class _StartUnknown(FakeConsumer):
+    """A broker that cannot say where a partition starts."""
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        raise KafkaError("the broker is not available (fake)")
+
+
+async def test_records_taken_before_the_failure_are_read_when_the_log_start_is_unknown(
+) -> None:
+    """A partition with no commit and nothing fetched is rewound even when the broker
+    cannot say where it starts (to offset 0, below which the client resets to the
+    earliest): the records the failed fetch took from it are not skipped."""
+    async with engine(consumer=_StartUnknown()) as e:
+        for n in range(5):
+            e.consumer.append(MAIN, sms(n))
+        for n in range(5, 8):
+            e.consumer.append(RETRY_1, sms(n))
+        e.consumer.undecodable.add((RETRY_1, 1))
+        await eventually(
+            lambda: e.stored() == {f"sms-{n}" for n in range(8)}, what="all 8 stored"
         )
         await e.settled()

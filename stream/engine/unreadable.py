@@ -61,7 +61,7 @@ async def fetch_past_unreadable(consumer: Consumer, tracker: OffsetTracker, room
     fetched: Fetched = {}
     for tp in fetchable:
         if tp not in starts:
-            continue  # revoked in an await above, or its start is unknown: not rewound
+            continue  # revoked in an await above: not rewound
         if tp not in consumer.assignment():
             continue  # revoked in an await above: the client asserts on it
         if starts[tp] >= (consumer.highwater(tp) or 0):
@@ -126,10 +126,14 @@ async def _rewind(
         else:
             starts[tp] = start
     if unknown:
+        # Offset 0 when the broker cannot say: below the log start the client resets to
+        # the earliest offset (`auto_offset_reset=earliest`), which is where it starts.
+        earliest = dict.fromkeys(unknown, 0)
         with contextlib.suppress(KafkaError, TimeoutError):
-            starts |= await asyncio.wait_for(
+            earliest = await asyncio.wait_for(
                 consumer.beginning_offsets(unknown), BEGINNING_OFFSETS_TIMEOUT_S
             )
+        starts |= earliest
     assigned = consumer.assignment()  # a revocation may have landed in the await above
     starts = {tp: start for tp, start in starts.items() if tp in assigned}
     for tp, start in starts.items():
