@@ -41,7 +41,7 @@ partition that yields nothing within this is left to the next regular fetch."""
 
 BEGINNING_OFFSETS_TIMEOUT_S = 1.0
 """Asking the broker where a partition starts: a round trip; past this the broker is unwell
-and the partition is left to the next fetch."""
+and offset 0 stands in (see `_rewind`)."""
 READ_TIMEOUT_S = 10.0
 """The position and the raw batch (up to the client's fetch size): past this the broker is
 unwell, and the next fetch finds the batch again."""
@@ -60,10 +60,8 @@ async def fetch_past_unreadable(consumer: Consumer, tracker: OffsetTracker, room
     starts = await _rewind(consumer, tracker, fetchable)
     fetched: Fetched = {}
     for tp in fetchable:
-        if tp not in starts:
-            continue  # revoked in an await above: not rewound
-        if tp not in consumer.assignment():
-            continue  # revoked in an await above: the client asserts on it
+        if tp not in starts or tp not in consumer.assignment():
+            continue  # revoked in an await above: the client refuses it
         if starts[tp] >= (consumer.highwater(tp) or 0):
             continue  # nothing there to fetch
         while room > 0 and tp in consumer.assignment():
