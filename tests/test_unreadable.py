@@ -63,6 +63,7 @@ async def test_a_revocation_during_the_unreadable_read_loses_nothing() -> None:
         await eventually(lambda: consumer.revoke_once is None, what="revoked while reading")
         await turns(e.loop)
         assert e.committed(RETRY_1) is None, "nothing committed past the gathered records"
+        assert e.processor.attempts == {}, "nothing processed of a partition not assigned"
         assert not e.task.done(), "the loop is still running"
         await e.consumer.assign({MAIN, RETRY_1, RETRY_2})
         await eventually(
