@@ -64,8 +64,8 @@ COMMIT_TIMEOUT_S = 5.0
 """A commit answers in milliseconds when the coordinator is up; past this the broker is
 unwell, and the next iteration retries with later offsets instead of waiting forever."""
 FINAL_COMMIT_TIMEOUT_S = 2.0
-"""The commit after a drain: part of the 5 s a stop may take beyond the drain bound
-(with `stream.app.SHUTDOWN_STEP_TIMEOUT_S` for leaving the group and flushing)."""
+"""The commit after a drain: part of what a stop may take beyond the drain bound (stated
+in `stream.app`)."""
 GATHER_SLICE_S = 0.005
 """While batches are in flight, look every 5 ms whether they are done: a record waits at
 most this long once the sink is free (one getmany costs ~20 µs)."""
