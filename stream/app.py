@@ -3,6 +3,13 @@
 Resources open in one AsyncExitStack and close in reverse order, so on SIGTERM/SIGINT the
 loop drains and commits first, then the consumer leaves the group, then the producer
 flushes, then MongoDB and the HTTP client close.
+
+A stop takes at most the drain bound plus 12 s when Kafka does not answer: the final
+commit's 2 s, the status tombstone's and its producer's 0.5 s each, the HTTP server's 5 s
+grace for answers in progress and 1 s to close those it then cuts (a client that stopped
+reading), and `SHUTDOWN_STEP_TIMEOUT_S` each for leaving the group and
+flushing the producer. Closing MongoDB, the HTTP client and the admin is local. With Kafka
+answering, and no slow scrape in progress, it takes milliseconds beyond the drain.
 """
 
 from __future__ import annotations
@@ -13,13 +20,15 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from stream.adapters.kafka import new_consumer, new_producer
+from stream.adapters.kafka_security import start as start_client
 from stream.adapters.mongo import MongoSink
 from stream.adapters.publisher import Router
 from stream.adapters.status import MemberView, StatusReporter, member_key
@@ -83,10 +92,13 @@ def _probe(
 ) -> Callable[[], Awaitable[SystemicError | None]]:
     """The halt probe: a halt ends only when the topics are whole again and neither the
     upstream nor MongoDB is at fault (any may have caused it, and resuming into another's
-    fault halts again)."""
+    fault halts again). The three are asked at once: the engine bounds the whole probe by
+    what one check may take, so asked in turn a slow one would leave the next unasked. The
+    fault reported is the first in the order topics, upstream, MongoDB."""
 
     async def probe() -> SystemicError | None:
-        return await topics.probe() or await processor.probe() or await sink.probe()
+        faults = await asyncio.gather(topics.probe(), processor.probe(), sink.probe())
+        return next((fault for fault in faults if fault is not None), None)
 
     return probe
 
@@ -115,10 +127,42 @@ def _member_view(loop: ConsumerLoop, consumer: AIOKafkaConsumer, clock: Clock) -
     )
 
 
+class _Background:
+    """Tasks that live as long as the member. One that dies (a bug: each handles the
+    failures it expects) is logged and stops the member, whose `serve` then raises its
+    exception after the drain: a member must not run on without its gauges or its topic
+    checks."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failure: BaseException | None = None
+
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._ended)
+        self._tasks.append(task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            error = RuntimeError(f"{task.get_name()} returned")
+        log.error("%s died; stopping the member", task.get_name(), exc_info=error)
+        if self.failure is None:
+            self.failure = error
+        self._stop.set()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 SHUTDOWN_STEP_TIMEOUT_S = 1.5
 """Leaving the group and flushing the producer take milliseconds with a broker; without
-one, each gives up after this, so that with the final commit's 2 s and the status
-tombstone's 1 s a stop takes at most the drain bound plus 6 s."""
+one, each gives up after this (the whole stop's bound is in the module docstring)."""
 
 
 async def _bounded(what: str, closing: Callable[[], Awaitable[None]]) -> None:
@@ -133,7 +177,9 @@ async def serve(
 ) -> bool:
     """Run one group member until `stop` is set; raises on a bug or an unusable setting.
 
-    Returns True when the stop drained and committed everything in flight. `processor`
+    Returns True when the stop drained and committed everything in flight. A background
+    task that dies stops the member too, and its exception is raised after the drain.
+    `processor`
     replaces the one the settings name (tests inject failures through it); the caller then
     owns its lifecycle.
     """
@@ -151,14 +197,13 @@ async def serve(
             settings.mongo_db,
             settings.mongo_collection,
             halt_after_s=settings.mongo_halt_after_s,
-            sleep=clock.sleep,
-            clock=clock.monotonic,
+            clock=clock,
         )
         stack.push_async_callback(sink.aclose)
         await sink.ensure_indexes()
         producer = new_producer(settings)
-        await producer.start()
         stack.push_async_callback(_bounded, "flushing the producer", producer.stop)
+        await start_client(producer, settings)
         key = member_key(settings)
         consumer = new_consumer(settings, client_id=f"stream-{key}")
         stack.push_async_callback(_bounded, "leaving the group", consumer.stop)
@@ -175,17 +220,17 @@ async def serve(
         server = await stack.enter_async_context(
             HttpServer(routes(probes), "0.0.0.0", settings.metrics_port)  # noqa: S104 - probes
         )
-        await consumer.start()
-        watcher = asyncio.create_task(_watch(limiter, sink, clock))
-        stack.callback(watcher.cancel)
+        await start_client(consumer, settings)
+        background = _Background(stop)
+        stack.push_async_callback(background.aclose)
+        background.start("the limiter and MongoDB watch", _watch(limiter, sink, clock))
         reporter = StatusReporter(settings, key, _member_view(loop, consumer, clock))
         reporter.start()
         stack.push_async_callback(reporter.aclose)
         loop.subscribe(topology.retry_topics)
-        reconciling = asyncio.create_task(
-            topics.watch(lambda changed: loop.subscribe(changed.retry_topics))
+        background.start(
+            "the topic check", topics.watch(lambda changed: loop.subscribe(changed.retry_topics))
         )
-        stack.callback(reconciling.cancel)
         log.info(
             "started",
             extra={
@@ -198,6 +243,8 @@ async def serve(
             },
         )
         drained = await loop.run(stop)
+        if background.failure is not None:
+            raise background.failure
         if drained:
             log.info("stopped: drained and committed")
         else:

@@ -1,10 +1,12 @@
-"""Time, injected: one `Clock` for the whole runtime, so tests can drive it by hand.
+"""Time, injected: one `Clock` for the processing path, so tests can drive it by hand.
 
-The engine, the limiter and the HTTP processor read time only from the `Clock` the
-composition root (`stream.app`) passes them, so a limiter's pause and the loop's readiness
-check compare instants of one clock. `stream.devkit.fakes.ManualClock` is the test double:
-time moves only when a test says so, which makes "paused until exactly its not-before" a
-plain assertion.
+The engine, the limiter, the HTTP processor and the MongoDB sink read time only from the
+`Clock` the composition root (`stream.app`) passes them, so a limiter's pause and the
+loop's readiness check compare instants of one clock. `stream.devkit.fakes.ManualClock` is
+the test double: time moves only when a test says so, which makes "paused until exactly
+its not-before" a plain assertion. The adapters that only pace themselves (the topic
+watch, the status reporter and follower, the retry router's backoff) use asyncio and
+`time` directly: none of their instants is compared with the loop's.
 """
 
 from __future__ import annotations

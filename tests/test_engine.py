@@ -540,3 +540,62 @@ async def test_a_rebalance_on_the_way_to_the_lag_gauges_does_not_crash_the_loop(
         await e.settled("settled after the rebalance")
         assert not e.task.done(), "the loop is still running"
         assert e.stored() == {f"sms-{n}" for n in range(6)}
+
+
+async def test_a_subscription_change_commits_settled_work_before_the_assignment_goes() -> None:
+    """Subscribing drops the assignment at once (aiokafka), so no commit succeeds until
+    the next one: work in flight when the topics change is settled and committed first,
+    and a stop in the window before the rebalance still drains cleanly."""
+    release = asyncio.Event()
+    processor = ScriptedProcessor(held={"sms-0": release})
+    more = [RETRY_1.topic, RETRY_2.topic, f"{TOPIC}.retry.3"]
+    async with engine(processor=processor) as e:
+        e.consumer.append(MAIN, sms(0))
+        await eventually(lambda: processor.attempts.get("sms-0") == 1, what="held call")
+        e.loop.subscribe(more)
+        release.set()
+        await eventually(lambda: e.consumer.topics == [TOPIC, *more], what="resubscribed")
+        assert e.committed() == 1, "the settled record committed before the subscription"
+        e.stop.set()
+        assert await asyncio.wait_for(e.task, 5) is True, "the stop drained everything"
+
+
+async def test_a_revoked_partition_left_in_the_tracker_does_not_block_commits() -> None:
+    """aiokafka refuses a whole commit that names a partition not assigned: commits name
+    only assigned partitions, so one stale entry cannot stop every later commit."""
+    stale = TopicPartition(f"{TOPIC}.retry.3", 0)
+    async with engine() as e:
+        state = e.loop._tracker.partition(stale)  # as a late path re-creating revoked state
+        state.track([0])
+        state.settle([0])
+        for n in range(3):
+            e.consumer.append(MAIN, sms(n))
+        await e.settled("the assigned partition commits")
+        assert stale not in e.consumer.committed_offsets
+
+
+class _CommittedAnswersOnceAllAsked(FakeConsumer):
+    """A coordinator that answers committed-offset requests only once every partition of
+    the assignment has been asked: a member that asks one at a time waits out each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+        self.answered = 0
+        self._all_asked = asyncio.Event()
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        self.asked += 1
+        if self.asked >= len(self.assignment()):
+            self._all_asked.set()
+        await self._all_asked.wait()
+        self.answered += 1
+        return await super().committed(partition)
+
+
+async def test_committed_offsets_of_an_assignment_are_asked_together() -> None:
+    """The rebalance callback asks for every partition's committed offset at once, under
+    one bound, so a slow coordinator holds the rebalance for one bound, not one each."""
+    consumer = _CommittedAnswersOnceAllAsked()
+    async with engine(consumer=consumer):
+        assert consumer.answered == 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -164,3 +165,28 @@ async def test_an_endless_head_is_cut_at_the_head_cap_with_bounded_memory() -> N
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431")
         assert peak < 2 << 20
         assert (await _probe(server)).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_client_that_stops_reading_a_large_answer_is_cut_at_the_request_deadline() -> None:
+    big = b"x" * (32 << 20)  # far beyond the loopback socket buffers of both ends
+
+    async def _large(request: Request) -> Response:
+        return Response(body=big)
+
+    routes = {("GET", "/healthz"): _healthz, ("GET", "/large"): _large}
+    async with HttpServer(routes, max_connections=1, request_timeout_s=0.5) as server:
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=stalled)
+        writer.write(b"GET /large HTTP/1.1\r\nhost: t\r\n\r\n")
+        await writer.drain()
+        answered = b""
+        async with asyncio.timeout(10.0):  # the cap's one slot frees once the stall is cut
+            while not answered.startswith(b"HTTP/1.1 200"):
+                await asyncio.sleep(0.05)  # poll interval
+                with contextlib.suppress(ConnectionError):  # refused while the cap is full
+                    answered = await _probe(server)
+        assert await _closed_by_server(reader)
+        writer.close()

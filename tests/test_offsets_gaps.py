@@ -101,3 +101,36 @@ async def test_open_transaction_shows_in_a_gauge_and_one_log_line(
     consumer.stable_offsets[tp] = 5
     await monitor.refresh({tp}, tracker)
     assert gauge("stream_consumer_open_transaction_offsets", tp) == 0
+
+
+class _RevokedWhileAskingTheStart(FakeConsumer):
+    """A rebalance revokes everything while the lag monitor awaits the broker."""
+
+    def __init__(self, monitor_forgets: list[LagMonitor]) -> None:
+        super().__init__()
+        self.monitor_forgets = monitor_forgets
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        revoked = self.assignment()
+        await self.assign(set())
+        for monitor in self.monitor_forgets:
+            monitor.forget(revoked)  # what the loop's revocation callback does
+        return await super().beginning_offsets(partitions)
+
+
+async def test_a_partition_revoked_during_a_lag_refresh_gets_no_gauge() -> None:
+    """A revocation in the refresh's awaits already dropped the partition's gauge: setting
+    it afterwards would leave a lag series nobody updates."""
+    monitors: list[LagMonitor] = []
+    consumer, tracker = _RevokedWhileAskingTheStart(monitors), OffsetTracker()
+    tp = TopicPartition("lag-revoked-meanwhile", 0)
+    for n in range(4):
+        consumer.append(tp, sms(n))
+    await consumer.assign({tp})
+    tracker.partition(tp)
+    monitor = LagMonitor(consumer, ManualClock())
+    monitors.append(monitor)
+    await monitor.refresh({tp}, tracker)
+    assert gauge("stream_consumer_lag", tp) is None

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline_support import committed, produce, read_topic, running, settings_for, sms_value
 from support import eventually
 
+from stream.app import serve
 from stream.devkit.fakes import ScriptedProcessor
 from stream.engine.failures import (
     ATTEMPT,
@@ -24,6 +25,7 @@ from stream.engine.failures import (
     VALUE_OMITTED,
     header,
 )
+from stream.processors.http import HttpProcessor
 
 pytestmark = pytest.mark.stack
 
@@ -216,3 +218,27 @@ async def test_dlq_copy_over_the_producers_limit_goes_without_its_value(
 async def env_count(db: Any) -> int:
     count: int = await db["messages"].count_documents({})
     return count
+
+
+class _BrokenGauges:
+    @property
+    def state(self) -> Any:
+        raise RuntimeError("gauges broken")
+
+
+class _ProcessorWithBrokenGauges(HttpProcessor):
+    @property
+    def limiter(self) -> Any:
+        return _BrokenGauges()
+
+
+async def test_a_background_task_that_dies_stops_the_member_which_raises_its_error(
+    env: dict[str, Any],
+) -> None:
+    settings = env["settings"].replace(api_url="http://127.0.0.1:9/parse")  # never called
+    processor = _ProcessorWithBrokenGauges(settings)
+    try:
+        with pytest.raises(RuntimeError, match="gauges broken"):
+            await asyncio.wait_for(serve(settings, asyncio.Event(), processor), 60)
+    finally:
+        await processor.aclose()

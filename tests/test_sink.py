@@ -127,7 +127,7 @@ class ScriptedCollection:
 
 
 class FakeTime:
-    """`sleep` that advances `clock` at once, recording each delay."""
+    """A Clock whose `sleep` advances it at once, recording each delay."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -137,7 +137,10 @@ class FakeTime:
         self.sleeps.append(seconds)
         self.now += seconds
 
-    def clock(self) -> float:
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
         return self.now
 
 
@@ -153,7 +156,7 @@ async def scripted() -> Any:
     def make(*steps: Step) -> tuple[MongoSink, ScriptedCollection, FakeTime]:
         fake_time = FakeTime()
         sink = MongoSink(
-            "mongodb://127.0.0.1:1/", "db", "c", sleep=fake_time.sleep, clock=fake_time.clock
+            "mongodb://127.0.0.1:1/", "db", "c", clock=fake_time
         )
         collection = ScriptedCollection(steps)
         sink._collection = collection  # type: ignore[assignment]
@@ -254,13 +257,13 @@ async def test_a_command_error_one_document_causes_rejects_it_and_stores_the_res
 
 
 async def test_unhealthy_while_failing(scripted: Any) -> None:
-    sink, _, _ = scripted(Step(error=AutoReconnect("down")))
+    sink, _, fake_time = scripted(Step(error=AutoReconnect("down")))
     health: list[bool] = []
 
     async def sleep(seconds: float) -> None:
         health.append(sink.healthy)
 
-    sink._sleep = sleep
+    fake_time.sleep = sleep
     await sink.write(docs(1))
     assert health == [False]
     assert sink.healthy

@@ -41,10 +41,9 @@ An outage is logged when it starts, every LOG_EVERY_S while it lasts, and when i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import bson
@@ -73,6 +72,7 @@ from stream.adapters.mongo_errors import (
     is_transient,
     unencodable,
 )
+from stream.clock import Clock, SystemClock
 from stream.config import Settings
 from stream.engine.ports import DocumentRejected, WriteOutcome
 from stream.errors import SystemicError
@@ -134,11 +134,10 @@ class MongoSink:
         collection: str,
         *,
         halt_after_s: float = Settings.mongo_halt_after_s,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         """`halt_after_s` bounds a server-wide refusal before `write` raises SystemicError;
-        `sleep` and `clock` pace the retries and the outage log; tests inject their own."""
+        `clock` paces the retries and the outage log; tests inject their own."""
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
@@ -151,8 +150,7 @@ class MongoSink:
         )
         self._hosts = ",".join(f"{host}:{port}" for host, port in parse_uri(url)["nodelist"])
         self._halt_after_s = halt_after_s
-        self._sleep = sleep
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._failing_since: float | None = None
         self._last_logged = 0.0
         self._reachable = True
@@ -301,7 +299,7 @@ class MongoSink:
                     self._failing_writes += 1
                 self._failed(failure, delay)
                 self._halt_if_refusing_too_long(failure)
-                await self._sleep(delay)
+                await self._clock.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
         finally:
             if failing:
@@ -384,7 +382,7 @@ class MongoSink:
             if error is None or not (error_code(error) == code or is_transient(error)):
                 return False
         if self._refusing_since is None:
-            self._refusing_since = self._clock()
+            self._refusing_since = self._clock.monotonic()
         return True
 
     async def _probe_write(self) -> PyMongoError | None:
@@ -404,10 +402,11 @@ class MongoSink:
 
     def _halt_if_refusing_too_long(self, failure: PyMongoError) -> None:
         since = self._refusing_since
-        if since is None or self._clock() - since < self._halt_after_s:
+        if since is None or self._clock.monotonic() - since < self._halt_after_s:
             return
+        refused_for = self._clock.monotonic() - since
         raise SystemicError(
-            f"mongo at {self._hosts} has refused every write for {self._clock() - since:.0f}s "
+            f"mongo at {self._hosts} has refused every write for {refused_for:.0f}s "
             f"with an error that is the server's, not a document's: "
             f"{type(failure).__name__}: {str(failure)[:300]}",
             reason=REFUSED_REASON,
@@ -431,7 +430,7 @@ class MongoSink:
 
     def _failed(self, exc: PyMongoError, delay: float) -> None:
         """Log the failure: its first time, then every LOG_EVERY_S."""
-        now = self._clock()
+        now = self._clock.monotonic()
         if self._failing_since is None:
             self._failing_since = now
         elif now - self._last_logged < LOG_EVERY_S:
@@ -453,6 +452,6 @@ class MongoSink:
             log.warning(
                 "mongo at %s writes again after %.1fs",
                 self._hosts,
-                self._clock() - self._failing_since,
+                self._clock.monotonic() - self._failing_since,
             )
             self._failing_since = None

@@ -254,8 +254,8 @@ class StatusFollower:
             return self._consumer
         # Listing first: asking for a missing topic by name may create it, uncompacted.
         admin = AIOKafkaAdminClient(**client_options(self._settings))
-        await admin.start()
-        try:
+        try:  # a start cancelled or failed mid-bootstrap may hold a connection: close it too
+            await admin.start()
             if self._topic not in await admin.list_topics():
                 return None
             (described,) = await admin.describe_topics([self._topic])
@@ -264,10 +264,14 @@ class StatusFollower:
         consumer = AIOKafkaConsumer(
             **client_options(self._settings), group_id=None, enable_auto_commit=False
         )
-        await consumer.start()
-        tps = [TopicPartition(self._topic, p["partition"]) for p in described["partitions"]]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        try:
+            await consumer.start()
+            tps = [TopicPartition(self._topic, p["partition"]) for p in described["partitions"]]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+        except BaseException:  # the next refresh builds a new one: this one must not leak
+            await consumer.stop()
+            raise
         self._consumer = consumer
         return consumer
 

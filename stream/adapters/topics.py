@@ -87,8 +87,8 @@ async def ensure_status_topic(settings: Settings) -> None:
     checks: a member must process SMS even where it may not create the status topic. One
     plain connection attempt, since the reporter tries again at its next interval."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
+    try:  # a start cancelled or failed mid-bootstrap may hold a connection: close it too
+        await admin.start()
         name = status_topic(settings.topic)
         if name in await admin.list_topics():
             return

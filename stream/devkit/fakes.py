@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from stream.engine.failures import Delivery
 from stream.engine.ports import DocumentRejected, WriteOutcome
@@ -91,7 +91,9 @@ class FakeConsumer:
 
     `append` adds records; `assign` simulates a rebalance (revoking the old assignment
     through the listener first, as aiokafka's eager protocol does); `fail_commits` makes
-    the next commits raise a KafkaError.
+    the next commits raise a KafkaError. Like aiokafka, `subscribe` drops the assignment
+    at once (the listener hears of it at the next rebalance), and `seek`, `pause`,
+    `resume` and `commit` raise IllegalStateError for a partition not assigned.
     """
 
     def __init__(self) -> None:
@@ -103,6 +105,9 @@ class FakeConsumer:
         self.topics: list[str] = []
         self._listener: ConsumerRebalanceListener | None = None
         self._assignment: set[TopicPartition] = set()
+        self._unsubscribed: set[TopicPartition] = set()
+        """The assignment `subscribe` dropped: revoked through the listener at the next
+        rebalance, as aiokafka does."""
         self._paused: set[TopicPartition] = set()
         self._position: dict[TopicPartition, int] = {}
         self._arrived = asyncio.Event()
@@ -152,8 +157,10 @@ class FakeConsumer:
     async def assign(self, tps: set[TopicPartition]) -> None:
         """A rebalance: revoke everything (listener first), then assign `tps`, none of
         them paused (aiokafka starts every new assignment fetchable)."""
-        if self._listener is not None and self._assignment:
-            await self._listener.on_partitions_revoked(set(self._assignment))
+        revoked = self._assignment | self._unsubscribed
+        self._unsubscribed = set()
+        if self._listener is not None and revoked:
+            await self._listener.on_partitions_revoked(revoked)
         self._assignment = set(tps)
         self._paused.clear()
         for tp in tps:
@@ -180,6 +187,9 @@ class FakeConsumer:
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None:
         self.topics = list(topics)
         self._listener = listener
+        self._unsubscribed |= self._assignment
+        self._assignment = set()
+        self._paused.clear()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assignment)
@@ -188,14 +198,23 @@ class FakeConsumer:
         return set(self._paused)
 
     def pause(self, *partitions: TopicPartition) -> None:
+        self._require_assigned(partitions)
         self._paused.update(partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
+        self._require_assigned(partitions)
         self._paused.difference_update(partitions)
         self._arrived.set()
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._require_assigned([partition])
         self._position[partition] = offset
+
+    def _require_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """aiokafka raises IllegalStateError for a partition of no current assignment."""
+        unassigned = set(partitions) - self._assignment
+        if unassigned:
+            raise IllegalStateError(f"No current assignment for partition {unassigned}")
 
     def highwater(self, partition: TopicPartition) -> int | None:
         self._check_assigned(partition)
@@ -276,6 +295,7 @@ class FakeConsumer:
         if self._commit_failures > 0:
             self._commit_failures -= 1
             raise KafkaError("the coordinator is not available (fake)")
+        self._require_assigned(list(offsets))
         self.commit_calls.append(dict(offsets))
         self.committed_offsets.update(offsets)
 

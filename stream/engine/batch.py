@@ -11,7 +11,9 @@ The commit sequence, in this order (the order is what makes commits safe):
    (the publisher returns once every in-sync replica has them), concurrently; a document
    the server refuses for good is then published to the DLQ with the sink's reason
    (`unstorable`, `duplicate_key`), unless that pushes the breaker over its limit: then
-   halt; a sink that says the server refuses every write halts likewise (and probes);
+   halt; a sink that says the server refuses every write halts likewise (`mongo_refused`,
+   probed), and so does a publisher that meets a retry or DLQ topic that is missing and
+   cannot be created (`topic_missing`, probed);
 6. settle every offset of the batch;
 7. the loop commits, per partition, one past the end of the settled prefix.
 If step 5 cannot complete (MongoDB or Kafka down), the batch waits there and nothing is

@@ -1,11 +1,16 @@
 """Systemic faults: when to stop taking work instead of dead-lettering the backlog.
 
-Two triggers, one response (the loop's `_halt`):
-- a processor returns a `SystemicError` (wrong token, wrong URL, TLS, DNS): halted until
-  the processor's probe says the fault is gone;
+Four triggers, one response (the loop's `_enter_halt`):
+- a processor returns a `SystemicError` (wrong token, wrong URL, TLS, DNS);
+- the sink says MongoDB has refused every write for longer than its bound
+  (`mongo_refused`);
+- the publisher meets a retry or DLQ topic that is missing and cannot be created
+  (`topic_missing`);
 - the dead-letter breaker: more than `ratio` of the records settled in a sliding window
   would be dead-lettered (and at least `min_count` of them): a bad deploy or a producer
   gone wrong. Halted until restart: no probe can tell that a parser was fixed.
+The first three are halted until the probe (topics, then the processor, then MongoDB)
+says the fault is gone.
 """
 
 from __future__ import annotations

@@ -87,9 +87,12 @@ class LagMonitor:
                 bases[tp] = committed
         ends |= await self._ask(self._consumer.end_offsets, unknown_end)
         bases |= await self._earliest_of(uncommitted)
+        # A revocation in the awaits above already dropped its partitions' gauges: setting
+        # them again would leave series nobody updates.
+        still_assigned = self._consumer.assignment()
         for tp, end in ends.items():
             base = bases.get(tp)
-            if base is not None:
+            if base is not None and tp in still_assigned:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - base))
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:

@@ -15,14 +15,19 @@ The loop only orchestrates. Per iteration:
    offset reaches the log end.
 A batch that raises `Halted` halts consumption: the other batches get `drain_timeout` to
 settle, settled offsets are committed, every partition is paused and rewound to its first
-unsettled record; the processor's probe, every `halt_probe_interval`, ends a halt it can.
+unsettled record; the probe (topics, processor, MongoDB), every `halt_probe_interval`, ends
+a halt it can.
 Partitions assigned during a halt are paused as they are assigned, and a batch that meets
 the halt under way is rewound too, so a rebalance never strands records behind a halt.
 On revocation, batches holding revoked partitions get `drain_timeout` to settle; the rest
 are cancelled (so they stop publishing copies the new owner will publish too), settled
 offsets are committed and the partitions' state is dropped. On stop, fetching stops,
 everything in flight gets `drain_timeout`, the rest is cancelled, offsets commit.
-Every await on Kafka has a deadline, so neither a stop nor a rebalance can hang on a broker.
+A change of the consumed topics waits for the next iteration, which settles or cancels the
+batches in flight and commits before subscribing: subscribing drops the assignment at once,
+and no commit succeeds until the next one.
+Every await on Kafka has a deadline (`getmany`'s own timeout, else `asyncio.wait_for`), so
+neither a stop nor a rebalance can hang on a broker.
 """
 
 from __future__ import annotations
@@ -59,13 +64,13 @@ COMMIT_TIMEOUT_S = 5.0
 """A commit answers in milliseconds when the coordinator is up; past this the broker is
 unwell, and the next iteration retries with later offsets instead of waiting forever."""
 FINAL_COMMIT_TIMEOUT_S = 2.0
-"""The commit after a drain: part of the 5 s a stop may take beyond the drain bound
-(with `stream.app.SHUTDOWN_STEP_TIMEOUT_S` for leaving the group and flushing)."""
+"""The commit after a drain: part of what a stop may take beyond the drain bound (stated
+in `stream.app`)."""
 GATHER_SLICE_S = 0.005
 """While batches are in flight, look every 5 ms whether they are done: a record waits at
 most this long once the sink is free (one getmany costs ~20 µs)."""
 COMMITTED_TIMEOUT_S = 5.0
-"""Reading a committed offset after an assignment is only for the lag gauge."""
+"""Reading the committed offsets of an assignment (all at once) is only for the lag gauge."""
 PROBE_TIMEOUT_S = 30.0
 """A probe is one API call bounded by the client's own timeouts; this bounds a stuck one."""
 COMMIT_FAILURE_LOG_EVERY_S = 30.0
@@ -107,6 +112,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self._retry_topics = frozenset(settings.retry_topics)
         self._wanted_retry: tuple[str, ...] | None = None
         self._rebalancing = False
+        self._reading_unreadable = False
         self._batches: dict[asyncio.Task[None], frozenset[TopicPartition]] = {}
         self._in_flight = 0
         self._not_before: dict[TopicPartition, float] = {}
@@ -128,12 +134,34 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         """Consume the main topic and `retry_topics` (default: the configured ones); called
         again when the broker's topics change, which makes the member join again.
 
-        During a rebalance the change waits for the next iteration after it: aiokafka
-        loses a subscription changed while its assignment callback runs (no rejoin)."""
+        Subscribing drops the assignment at once (aiokafka), after which no commit
+        succeeds until the next assignment; so with partitions assigned the change waits
+        for the next iteration, which settles and commits the work in flight first. During
+        a rebalance it waits too: aiokafka loses a subscription changed while its
+        assignment callback runs (no rejoin)."""
         self._wanted_retry = (
             self._settings.retry_topics if retry_topics is None else tuple(retry_topics)
         )
-        if not self._rebalancing:
+        if not self._rebalancing and not self._consumer.assignment():
+            self._resubscribe()
+
+    async def _settle_and_resubscribe(self) -> None:
+        """Apply a pending subscription change: stop fetching, give the batches in flight
+        drain_timeout (the rest are cancelled and read again), commit, then subscribe."""
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        abandoned = await self._settle_or_cancel(list(self._batches))
+        if abandoned:
+            log.warning(
+                "subscription change: batches not settled in time were cancelled; their "
+                "records are read again",
+                extra={"partitions": partitions_field(abandoned)},
+            )
+        self._rewind(abandoned)
+        await self._skip_gaps(assigned - abandoned)
+        await self._commit()
+        if not self._rebalancing:  # a rebalance may have begun in the awaits above
             self._resubscribe()
 
     def _resubscribe(self) -> None:
@@ -168,8 +196,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         self.last_iteration = self._clock.monotonic()
         if self._failure is not None:
             raise self._failure
-        if not self._rebalancing:
-            self._resubscribe()
+        if self._wanted_retry is not None and not self._rebalancing:
+            await self._settle_and_resubscribe()
         if self._halt_request is not None:
             await self._enter_halt(self._halt_request)
         if self.halt is not None:
@@ -224,8 +252,15 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
             try:
                 fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
             except UnicodeDecodeError:  # a batch the client cannot read: see unreadable.py
-                fetched = await fetch_past_unreadable(self._consumer, self._tracker, room)
+                self._reading_unreadable = True
+                try:
+                    fetched = await fetch_past_unreadable(self._consumer, self._tracker, room)
+                finally:
+                    self._reading_unreadable = False
+            assigned = self._consumer.assignment()
             for tp, records in fetched.items():
+                if tp not in assigned:
+                    continue  # revoked in the await: tracking it would bring its state back
                 room -= len(records)
                 if tp.topic in self._retry_topics:
                     records = self._due(tp, records)
@@ -283,8 +318,13 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
     async def _commit(
         self, tps: Iterable[TopicPartition] | None = None, timeout_s: float = COMMIT_TIMEOUT_S
     ) -> bool:
-        """Commit the settled prefixes (of all partitions, or of `tps`); False if it failed."""
-        offsets = self._tracker.committable(tps)
+        """Commit the settled prefixes (of all partitions, or of `tps`); False if it failed.
+
+        Only assigned partitions: aiokafka refuses a whole commit that names another."""
+        assigned = self._consumer.assignment()
+        offsets = {
+            tp: offset for tp, offset in self._tracker.committable(tps).items() if tp in assigned
+        }
         if not offsets:
             return True
         try:
@@ -320,7 +360,12 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
     async def _skip_gaps(self, tps: Iterable[TopicPartition]) -> None:
         """Let partitions with nothing unsettled commit up to the client's position, which
-        passes transaction markers and aborted records without returning them."""
+        passes transaction markers and aborted records without returning them.
+
+        Not while past an unreadable batch: the records gathered there are not tracked
+        yet, and the position is past them."""
+        if self._reading_unreadable:
+            return
         assigned = self._consumer.assignment()  # a revocation may come after it changed
         states = {tp: self._tracker.partition(tp) for tp in tps if tp in assigned}
         idle = [  # fetched from (so its position is known) with nothing unsettled
@@ -477,12 +522,18 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
         applies its pauses only between fetches); remember committed offsets for lag."""
         if assigned and (self.halt is not None or self._halt_request is not None):
             self._consumer.pause(*assigned)
-        for tp in assigned:
-            state = self._tracker.partition(tp)
-            with contextlib.suppress(KafkaError, TimeoutError):
-                state.committed = await asyncio.wait_for(
-                    self._consumer.committed(tp), COMMITTED_TIMEOUT_S
-                )
+        tps = list(assigned)
+        states = [self._tracker.partition(tp) for tp in tps]
+        with contextlib.suppress(TimeoutError):
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    *(self._consumer.committed(tp) for tp in tps), return_exceptions=True
+                ),
+                COMMITTED_TIMEOUT_S,
+            )
+            for state, answer in zip(states, answers, strict=True):
+                if answer is None or isinstance(answer, int):
+                    state.committed = answer
         self.joined = True
         self._rebalancing = False
         log.info("partitions assigned", extra={"partitions": partitions_field(assigned)})

@@ -76,10 +76,14 @@ class Publisher(Protocol):
 class Consumer(Protocol):
     """The part of `aiokafka.AIOKafkaConsumer` the loop uses (a group member, manual commits).
 
-    `commit` raises `aiokafka.errors.KafkaError` when the broker refuses or cannot be
-    reached; every other call is local or bounded by its own timeout. `getmany` raises
-    `UnicodeDecodeError` for a batch with a header key that is not UTF-8 (aiokafka decodes
-keys), which `read_raw` reads instead.
+    Network calls, which the caller bounds (`asyncio.wait_for`): `commit`, `committed`,
+    `beginning_offsets`, `end_offsets`, `read_raw`, and `read_position` (it may have to ask
+    the broker where to start). `getmany` is bounded by its `timeout_ms`; the other calls
+    are local. The network calls raise `aiokafka.errors.KafkaError` when the broker refuses
+    or cannot be reached. `seek`, `pause`, `resume` and `commit` raise `IllegalStateError`
+    (a KafkaError) for a partition not assigned, and `subscribe` drops the assignment at
+    once. `getmany` raises `UnicodeDecodeError` for a batch with a header key that is not
+    UTF-8 (aiokafka decodes keys), which `read_raw` reads instead.
     """
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...

@@ -14,11 +14,15 @@ at the batch the client cannot read, at the partition's position: from there the
 consumer's `read_raw` reads that batch itself (`stream.adapters.raw_records`), and its
 records join the others, processed like any record. Only this rare path pays the
 one-at-a-time fetches. Should the raw read fail (the broker unavailable), the partition
-stays where it is and the next fetch finds the batch again.
+stays where it is and the next fetch finds the batch again. A partition revoked during any
+of these awaits is left alone (the client refuses a seek on it), and the loop drops what
+was gathered of it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -35,6 +39,13 @@ STEP_WAIT_MS = 500
 """After the rewind a partition's records must be fetched again: a local round trip. A
 partition that yields nothing within this is left to the next regular fetch."""
 
+BEGINNING_OFFSETS_TIMEOUT_S = 1.0
+"""Asking the broker where a partition starts: a round trip; past this the broker is unwell
+and offset 0 stands in (see `_rewind`)."""
+READ_TIMEOUT_S = 10.0
+"""The position and the raw batch (up to the client's fetch size): past this the broker is
+unwell, and the next fetch finds the batch again."""
+
 Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
@@ -49,17 +60,17 @@ async def fetch_past_unreadable(consumer: Consumer, tracker: OffsetTracker, room
     starts = await _rewind(consumer, tracker, fetchable)
     fetched: Fetched = {}
     for tp in fetchable:
-        if tp not in consumer.assignment():
-            continue  # revoked in an await above: the client asserts on it
-        if starts.get(tp, 0) >= (consumer.highwater(tp) or 0):
+        if tp not in starts or tp not in consumer.assignment():
+            continue  # revoked in an await above: the client refuses it
+        if starts[tp] >= (consumer.highwater(tp) or 0):
             continue  # nothing there to fetch
         while room > 0 and tp in consumer.assignment():
             try:
                 got = await consumer.getmany(tp, timeout_ms=STEP_WAIT_MS, max_records=1)
             except UnicodeDecodeError as exc:
                 raw, after = await _read_raw(consumer, tp, exc)
-                if after is None:
-                    break
+                if after is None or tp not in consumer.assignment():
+                    break  # unreadable now, or revoked meanwhile: the client refuses a seek
                 if len(raw) > room:
                     raw, after = raw[:room], raw[room].offset
                 consumer.seek(tp, after)
@@ -79,12 +90,13 @@ async def _read_raw(
 ) -> tuple[list[ConsumerRecord[bytes, bytes]], int | None]:
     """The rest of the batch the client failed on and the offset after it; None for that
     offset when the batch cannot be read now."""
-    offset = await consumer.read_position(tp)
+    offset: int | None = None
     try:
-        records, after = await consumer.read_raw(tp, offset)
-    except KafkaError as exc:
+        offset = await asyncio.wait_for(consumer.read_position(tp), READ_TIMEOUT_S)
+        records, after = await asyncio.wait_for(consumer.read_raw(tp, offset), READ_TIMEOUT_S)
+    except (KafkaError, TimeoutError) as exc:
         log.warning(
-            "cannot read the batch at %s-%d@%d past a header key that is not UTF-8 (%s); "
+            "cannot read the batch at %s-%d@%s past a header key that is not UTF-8 (%r); "
             "trying again at the next fetch",
             tp.topic, tp.partition, offset, exc,
         )
@@ -112,7 +124,16 @@ async def _rewind(
         else:
             starts[tp] = start
     if unknown:
-        starts |= await consumer.beginning_offsets(unknown)
+        # Offset 0 when the broker cannot say: below the log start the client resets to
+        # the earliest offset (`auto_offset_reset=earliest`), which is where it starts.
+        earliest = dict.fromkeys(unknown, 0)
+        with contextlib.suppress(KafkaError, TimeoutError):
+            earliest = await asyncio.wait_for(
+                consumer.beginning_offsets(unknown), BEGINNING_OFFSETS_TIMEOUT_S
+            )
+        starts |= earliest
+    assigned = consumer.assignment()  # a revocation may have landed in the await above
+    starts = {tp: start for tp, start in starts.items() if tp in assigned}
     for tp, start in starts.items():
         consumer.seek(tp, start)
     return starts

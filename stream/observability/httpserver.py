@@ -323,8 +323,7 @@ class HttpServer:
                 request = await self._read_request(conn, parser, reader, writer)
             except _BadRequest as bad:
                 error = json_response({"error": bad.reason}, bad.status)
-                writer.write(self._encoded(parser, error, keep_alive=False))
-                await writer.drain()
+                await self._send(writer, self._encoded(parser, error, keep_alive=False))
                 return
             if request is None:
                 return
@@ -332,14 +331,23 @@ class HttpServer:
             if response is None:
                 return
             keep_alive = not self._closing
-            writer.write(self._encoded(parser, response, keep_alive, request.method == "HEAD"))
-            await writer.drain()
+            await self._send(
+                writer, self._encoded(parser, response, keep_alive, request.method == "HEAD")
+            )
             if not keep_alive or parser.our_state is not h11.DONE:
                 return
             try:
                 parser.start_next_cycle()
             except h11.LocalProtocolError:
                 return  # the client's side is not done (an unread body) or must close
+
+    async def _send(self, writer: asyncio.StreamWriter, wire: bytes) -> None:
+        """Write an answer within the request deadline: a client that stops reading would
+        otherwise hold a busy connection, one `_admit` never evicts, for ever (the
+        TimeoutError closes it)."""
+        async with asyncio.timeout(self._request_timeout):
+            writer.write(wire)
+            await writer.drain()
 
     def _encoded(
         self, parser: h11.Connection, response: Response, keep_alive: bool, head: bool = False
