@@ -298,7 +298,7 @@ class Admission:
         )
         if refusal:
             self._refusals += 1
-        if permit._epoch == concurrency.epoch:  # news: no drop reacted to this round trip yet
+        if permit._epoch == concurrency.epoch:  # news: no drop has been reacted to since this call was sent
             if concurrency.on_news(now, permit._seq):
                 backoff = concurrency.enter_outage()
                 if retry_after_s is None:
