@@ -298,7 +298,8 @@ class Admission:
         )
         if refusal:
             self._refusals += 1
-        if permit._epoch == concurrency.epoch:  # news: no drop has been reacted to since this call was sent
+        # News: no drop has been reacted to since this call was sent.
+        if permit._epoch == concurrency.epoch:
             if concurrency.on_news(now, permit._seq):
                 backoff = concurrency.enter_outage()
                 if retry_after_s is None:
